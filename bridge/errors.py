@@ -63,3 +63,11 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, seconds)
+
+
+class PartialFailure(BridgeError):
+    """A job did part of its work: `result` lists what succeeded and what failed, and is kept on the job."""
+
+    def __init__(self, message: str, result: dict) -> None:
+        self.result = result
+        super().__init__(message)

@@ -1,0 +1,89 @@
+"""hub-langsmith-bridge entry point: parse flags, load settings, build the app, launch.
+
+    python app.py                      # real Hub and LangSmith (tokens from the environment)
+    python app.py --sandbox --no-share # local emulators of both, no account and no network needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bridge.errors import ConfigError
+from bridge.settings import Settings
+
+log = logging.getLogger("bridge")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Bridge between the Hugging Face Hub and LangSmith.")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="run against local emulators of the Hub and LangSmith, seeded with demo data")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="bridge.yaml path (default: $BRIDGE_CONFIG, else bridge.yaml beside app.py)")
+    parser.add_argument("--host", default=None, help="interface to listen on (default: gradio's, 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or 7860))
+    parser.add_argument("--no-share", action="store_true", help="do not open a gradio.live tunnel")
+    return parser.parse_args(argv)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Request logs of the HTTP clients would print URLs with query strings; keep them at warnings.
+    for noisy in ("httpx", "httpx2", "urllib3", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
+    env = dict(os.environ)
+    sandbox = None
+    if args.sandbox:
+        from bridge.sandbox.demo import start_sandbox
+
+        sandbox = start_sandbox(env)
+        env.update(sandbox.env)
+    try:
+        settings = Settings.from_env(env, args.config or (sandbox.config_path if sandbox else None))
+    except ConfigError as exc:
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+
+    from bridge.runtime import add_routes, build_runtime, build_server
+    from bridge.ui import build_ui
+
+    runtime = build_runtime(settings)
+    ui = build_ui(runtime)
+    server = build_server(runtime, ui)
+    runtime.start_workers()
+    share = not args.no_share and settings.space_id is None
+    server.launch(prevent_thread_lock=True, share=share, server_name=args.host, server_port=args.port,
+                  show_error=True, quiet=True)
+    add_routes(server, runtime)
+    runtime.public_url = (f"https://{settings.space_host}" if settings.space_host
+                          else (ui.share_url or ui.local_url)).rstrip("/")
+    print_urls(runtime, ui.local_url)
+    if sandbox:
+        sandbox.connect(runtime)
+    try:
+        ui.block_thread()
+    finally:
+        runtime.stop()
+    return 0
+
+
+def print_urls(runtime, local_url: str) -> None:
+    urls = runtime.webhook_urls()
+    print(f"\nhub-langsmith-bridge is running: {runtime.public_url or local_url}")
+    print(f"  Hub webhook URL:       {urls['hub']}")
+    print(f"  LangSmith webhook URL: {urls['langsmith']}")
+    print(f"  Health:                {(runtime.public_url or local_url).rstrip('/')}/healthz\n", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""One module per job kind. Flows are the only code that talks to both upstream clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def handlers() -> dict[str, Callable]:
+    """The handler for each job kind the webhooks and the UI enqueue."""
+    return {}

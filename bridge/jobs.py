@@ -1,0 +1,430 @@
+"""Durable job queue on SQLite: explicit states, retries with backoff, idempotency keys, crash recovery.
+
+States: queued -> running -> succeeded | failed | dead (transient errors exhausted the attempts) | cancelled.
+A job left `running` by a process that died is queued again at start (its attempt counts, so a job that kills the
+process every time ends `dead` instead of looping). Enqueuing an existing idempotency key returns the existing job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+from .errors import BridgeError, UpstreamError
+
+log = logging.getLogger("bridge.jobs")
+
+STATES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
+TRIGGERS = ("webhook", "manual", "reconcile")
+RETRYABLE_BY_HAND = ("failed", "dead", "cancelled")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    result TEXT,
+    progress TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    status_code INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    job_ids TEXT NOT NULL DEFAULT '[]',
+    body TEXT
+);
+CREATE TABLE IF NOT EXISTS own_commits (
+    oid TEXT PRIMARY KEY,
+    repo TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    attempt INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (job_id, attempt)
+);
+"""
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    key: str
+    subject: str
+    payload: dict
+    state: str
+    trigger: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    result: dict | None
+    progress: dict | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Job":
+        data = dict(row)
+        for name in ("payload", "result", "progress"):
+            data[name] = json.loads(data[name]) if data[name] else ({} if name == "payload" else None)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_seconds: float = 2.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random = random.Random()) -> float:
+        backoff = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        jittered = backoff * rng.uniform(0.5, 1.0)
+        return max(jittered, retry_after or 0.0)
+
+
+class Scrubber:
+    """Removes secret values from any text the store keeps (errors, results), whatever produced the text."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self.secrets = sorted({s for s in (secrets or []) if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class JobStore:
+    def __init__(self, db: Database, policy: RetryPolicy | None = None, scrub: Scrubber | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db, self.policy, self.scrub, self.clock = db, policy or RetryPolicy(), scrub or Scrubber(), clock
+        self.db.migrate(SCHEMA)
+        self.wakeup = threading.Condition()
+        self.listeners: list[Callable[[Job], None]] = []
+
+    # ---- writing ----
+    def enqueue(self, kind: str, key: str, payload: dict, *, trigger: str = "webhook", subject: str = "",
+                delay: float = 0.0) -> tuple[Job, bool]:
+        """Returns (job, created). An existing key returns the existing job untouched."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+        with self.db.tx() as conn:
+            job, created = self._insert(conn, kind, key, payload, trigger, subject, delay)
+        self._announce([(job, created)])
+        return job, created
+
+    def _insert(self, conn: Any, kind: str, key: str, payload: dict, trigger: str, subject: str,
+                delay: float = 0.0) -> tuple[Job, bool]:
+        now = self.clock()
+        cur = conn.execute(
+            "INSERT INTO jobs (kind, key, subject, payload, state, trigger, max_attempts, next_attempt_at,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            (kind, key, subject, json.dumps(payload), trigger, self.policy.max_attempts, now + delay, now, now))
+        row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return Job.from_row(row), cur.rowcount == 1
+
+    def _announce(self, results: list[tuple[Job, bool]]) -> None:
+        created = [job for job, new in results if new]
+        for job in created:
+            self._transition(job, "queued")
+        if created:
+            self._wake()
+
+    def record_delivery(self, source: str, body: str | None, specs: list | None, reason: str | None = None,
+                        trigger: str = "webhook") -> tuple[str, list[int]]:
+        """Stores a delivery and the jobs it asks for in one transaction: what we answer 2xx is never lost.
+
+        Returns (outcome, job ids): outcome is `queued` when any job is new, `duplicate` when every job existed,
+        `ignored` when no job was asked for. Job payloads may refer to the stored body by `delivery_id`.
+        """
+        with self.db.tx() as conn:
+            cur = conn.execute("INSERT INTO deliveries (source, received_at, status_code, outcome, reason, body)"
+                               " VALUES (?, ?, 0, 'pending', ?, ?)", (source, self.clock(), reason, body))
+            delivery_id = cur.lastrowid
+            results = [self._insert(conn, s.kind, s.key, {**s.payload, "delivery_id": delivery_id}, trigger,
+                                    s.subject) for s in specs or []]
+            outcome = "ignored" if not results else "queued" if any(new for _, new in results) else "duplicate"
+            job_ids = [job.id for job, _ in results]
+            conn.execute("UPDATE deliveries SET outcome = ?, status_code = ?, job_ids = ?,"
+                         " body = CASE WHEN ? = 'duplicate' THEN NULL ELSE body END WHERE id = ?",
+                         (outcome, 202 if outcome == "queued" else 200, json.dumps(job_ids), outcome, delivery_id))
+        self._announce(results)
+        return outcome, job_ids
+
+    def delivery(self, delivery_id: int) -> dict:
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no delivery with id {delivery_id}")
+        return dict(row)
+
+    def deliveries(self, limit: int = 50, source: str | None = None) -> list[dict]:
+        where, params = ("WHERE source = ?", (source,)) if source else ("", ())
+        with self.db.tx() as conn:
+            rows = conn.execute("SELECT id, source, received_at, status_code, outcome, reason, job_ids,"
+                                f" body IS NOT NULL AS has_body FROM deliveries {where} ORDER BY id DESC LIMIT ?",
+                                (*params, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def remember_commit(self, oid: str, repo: str) -> None:
+        with self.db.tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO own_commits (oid, repo, created_at) VALUES (?, ?, ?)",
+                         (oid, repo, self.clock()))
+
+    def is_own_commit(self, oid: str) -> bool:
+        with self.db.tx() as conn:
+            return conn.execute("SELECT 1 FROM own_commits WHERE oid = ?", (oid,)).fetchone() is not None
+
+    def claim(self) -> Job | None:
+        now = self.clock()
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?"
+                               " ORDER BY next_attempt_at, id LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?,"
+                         " progress = NULL WHERE id = ?", (now, now, row["id"]))
+            job = Job.from_row(conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+            conn.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, started_at) VALUES (?, ?, ?)",
+                         (job.id, job.attempts, now))
+        self._transition(job, "running")
+        return job
+
+    def succeed(self, job: Job, result: dict | None) -> Job:
+        return self._finish(job, "succeeded", None, result, next_at=None)
+
+    def fail(self, job: Job, error: BaseException, result: dict | None = None) -> Job:
+        """Records a failed attempt: transient errors are retried until the attempts run out (then `dead`)."""
+        message = str(error) or type(error).__name__
+        if isinstance(error, UpstreamError) and error.transient:
+            if job.attempts >= job.max_attempts:
+                return self._finish(job, "dead", message, result, next_at=None)
+            delay = self.policy.delay(job.attempts, error.retry_after)
+            return self._finish(job, "queued", message, result, next_at=self.clock() + delay)
+        if not isinstance(error, BridgeError):
+            message = f"internal error: {type(error).__name__}: {message}"
+        return self._finish(job, "failed", message, result, next_at=None)
+
+    def _finish(self, job: Job, state: str, error: str | None, result: dict | None, next_at: float | None) -> Job:
+        now = self.clock()
+        error, result_text = self.scrub(error), self.scrub(json.dumps(result)) if result is not None else None
+        with self.db.tx() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = ?, last_error = ?, result = COALESCE(?, result), updated_at = ?,"
+                " finished_at = ?, next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ? AND state = 'running'",
+                (state, error, result_text, now, None if state == "queued" else now, next_at, job.id))
+            conn.execute("UPDATE attempts SET finished_at = ?, outcome = ?, error = ? WHERE job_id = ? AND attempt = ?",
+                         (now, "retry" if state == "queued" else state, error, job.id, job.attempts))
+        finished = self.get(job.id)
+        self._transition(finished, state, duration=now - (job.started_at or now))
+        if state == "queued":
+            self._wake()
+        return finished
+
+    def set_progress(self, job_id: int, done: int, total: int, unit: str = "items") -> None:
+        with self.db.tx() as conn:
+            conn.execute("UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?",
+                         (json.dumps({"done": done, "total": total, "unit": unit}), self.clock(), job_id))
+
+    def retry(self, job_id: int) -> Job:
+        """A person asks for another go: the job gets a fresh budget of attempts."""
+        return self._requeue(job_id, RETRYABLE_BY_HAND, "retry")
+
+    def cancel(self, job_id: int) -> Job:
+        now = self.clock()
+        with self.db.tx() as conn:
+            job = self._get(conn, job_id)
+            if job.state != "queued":
+                raise ValueError(f"job {job_id} is {job.state}; only a queued job can be cancelled")
+            conn.execute("UPDATE jobs SET state = 'cancelled', updated_at = ?, finished_at = ? WHERE id = ?",
+                         (now, now, job_id))
+        job = self.get(job_id)
+        self._transition(job, "cancelled")
+        return job
+
+    def _requeue(self, job_id: int, allowed: tuple[str, ...], why: str) -> Job:
+        now = self.clock()
+        with self.db.tx() as conn:
+            job = self._get(conn, job_id)
+            if job.state not in allowed:
+                raise ValueError(f"job {job_id} is {job.state}; only {', '.join(allowed)} jobs can be retried")
+            conn.execute("UPDATE jobs SET state = 'queued', next_attempt_at = ?, max_attempts = attempts + ?,"
+                         " updated_at = ?, finished_at = NULL WHERE id = ?",
+                         (now, self.policy.max_attempts, now, job_id))
+        job = self.get(job_id)
+        self._transition(job, "queued", note=why)
+        self._wake()
+        return job
+
+    def recover(self) -> list[int]:
+        """At start: jobs a dead process left `running` go back to the queue (or `dead` when out of attempts)."""
+        now = self.clock()
+        with self.db.tx() as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
+            for row in rows:
+                state = "dead" if row["attempts"] >= row["max_attempts"] else "queued"
+                error = f"the process stopped during attempt {row['attempts']}"
+                conn.execute("UPDATE jobs SET state = ?, last_error = ?, next_attempt_at = ?, updated_at = ? "
+                             "WHERE id = ?", (state, error, now, now, row["id"]))
+                conn.execute("UPDATE attempts SET finished_at = ?, outcome = 'crashed', error = ? "
+                             "WHERE job_id = ? AND attempt = ?", (now, error, row["id"], row["attempts"]))
+        for row in rows:
+            self._transition(self.get(row["id"]), "queued", note="recovered")
+        return [row["id"] for row in rows]
+
+    # ---- reading ----
+    def get(self, job_id: int) -> Job:
+        with self.db.tx() as conn:
+            return self._get(conn, job_id)
+
+    @staticmethod
+    def _get(conn: Any, job_id: int) -> Job:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no job with id {job_id}")
+        return Job.from_row(row)
+
+    def find(self, key: str) -> Job | None:
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def list(self, *, state: str | None = None, kind: str | None = None, trigger: str | None = None,
+             limit: int = 200) -> list[Job]:
+        clauses, params = [], []
+        for column, value in (("state", state), ("kind", kind), ("trigger", trigger)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self.db.tx() as conn:
+            rows = conn.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def attempts(self, job_id: int) -> list[dict]:
+        with self.db.tx() as conn:
+            rows = conn.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.db.tx() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | {r["state"]: r["n"] for r in rows}
+
+    def next_due(self) -> float | None:
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
+        return row["t"]
+
+    # ---- notifications ----
+    def _wake(self) -> None:
+        with self.wakeup:
+            self.wakeup.notify_all()
+
+    def _transition(self, job: Job, state: str, duration: float | None = None, note: str | None = None) -> None:
+        fields = {"job_id": job.id, "kind": job.kind, "state": state, "attempt": job.attempts, "trigger": job.trigger}
+        if duration is not None:
+            fields["duration_s"] = round(duration, 3)
+        if note:
+            fields["note"] = note
+        log.info("job %s", json.dumps(fields))
+        for listener in self.listeners:
+            listener(job)
+
+
+Handler = Callable[[Job, "JobContext"], dict | None]
+
+
+@dataclass
+class JobContext:
+    store: JobStore
+    job: Job
+    services: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def progress(self, done: int, total: int, unit: str = "items") -> None:
+        self.store.set_progress(self.job.id, done, total, unit)
+
+
+class WorkerPool:
+    """Threads that claim queued jobs and run the handler registered for their kind."""
+
+    def __init__(self, store: JobStore, handlers: dict[str, Handler], *, workers: int = 2, services: Any = None,
+                 idle_poll: float = 1.0) -> None:
+        self.store, self.handlers, self.services = store, handlers, services
+        self.count, self.idle_poll = workers, idle_poll
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "WorkerPool":
+        self.store.recover()
+        for i in range(self.count):
+            thread = threading.Thread(target=self._loop, name=f"bridge-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.store._wake()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim()
+            if job is None:
+                self._idle()
+                continue
+            self.run_one(job)
+
+    def _idle(self) -> None:
+        due = self.store.next_due()
+        wait = self.idle_poll if due is None else min(self.idle_poll, max(0.0, due - self.store.clock()))
+        with self.store.wakeup:
+            self.store.wakeup.wait(timeout=max(wait, 0.01))
+
+    def run_one(self, job: Job) -> Job:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            return self.store.fail(job, BridgeError(f"no handler registered for job kind {job.kind!r}"))
+        try:
+            result = handler(job, JobContext(self.store, job, self.services))
+        except Exception as exc:  # every failure is recorded on the job; a worker thread never dies of one
+            if not isinstance(exc, BridgeError):
+                log.exception("job %s (%s) raised an unexpected error", job.id, job.kind)
+            return self.store.fail(job, exc, getattr(exc, "result", None))
+        return self.store.succeed(job, result)

@@ -1,0 +1,120 @@
+"""Which jobs a webhook delivery creates. Pure: no I/O, so the web handlers stay fast and this is testable alone.
+
+A delivery becomes a list of `JobSpec`s, or `Ignored` with the reason (answered 200 so the sender never retries
+an event we simply do not want).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from .events import HubDelivery, RuleDelivery
+from .settings import BridgeConfig, ExperimentRule
+
+EXPERIMENT = "experiment"
+EXPORT = "export"
+PR_REF = re.compile(r"^refs/pr/(\d+)$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str
+    key: str
+    payload: dict
+    subject: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+def experiment_key(repo_type: str, repo: str, ref: str, sha: str) -> str:
+    return f"{EXPERIMENT}:{repo_type}/{repo}:{ref}:{sha}"
+
+
+def match_rule(config: BridgeConfig, repo: str, repo_type: str) -> ExperimentRule | None:
+    """Rules are tried in order and the first match wins, like a routing table."""
+    for rule in config.experiments:
+        if rule.repo_type == repo_type and fnmatchcase(repo, rule.repo):
+            return rule
+    return None
+
+
+def _watched_ref(rule: ExperimentRule, ref: str) -> tuple[bool, int | None, str]:
+    """(watched, pr number, reason when not watched)."""
+    if ref.startswith("refs/heads/"):
+        branch = ref.removeprefix("refs/heads/")
+        return (branch in rule.branches, None, f"branch {branch!r} is not watched")
+    pr = PR_REF.match(ref)
+    if pr:
+        return (rule.pull_requests, int(pr.group(1)), "pull requests are not watched")
+    if ref.startswith("refs/tags/"):
+        return (False, None, "tags are not watched")
+    if ref.startswith("refs/convert/"):
+        return (False, None, f"{ref} is the Hub's own conversion")
+    return (False, None, f"ref {ref!r} is not watched")
+
+
+def route_hub(delivery: HubDelivery, config: BridgeConfig, own_commits: Container[str] = ()) -> list[JobSpec] | Ignored:
+    scope = delivery.event.scope
+    if scope != "repo.content" and not scope.startswith("repo.content."):
+        return Ignored(f"scope {scope!r} is not watched (only repo.content)")
+    repo, repo_type = delivery.repo.name, delivery.repo.type
+    rule = match_rule(config, repo, repo_type)
+    if rule is None:
+        return Ignored(f"no experiments rule matches {repo_type} {repo!r}")
+    specs, reasons = [], []
+    for update in delivery.updated_refs:
+        if not update.new_sha:
+            reasons.append(f"{update.ref} was deleted")
+            continue
+        watched, pr, reason = _watched_ref(rule, update.ref)
+        if not watched:
+            reasons.append(reason)
+        elif update.new_sha in own_commits:
+            reasons.append(f"{update.new_sha[:7]} is a commit the bridge made")
+        else:
+            specs.append(experiment_spec(repo, repo_type, update.ref, update.new_sha, update.old_sha, pr))
+    return specs or Ignored("; ".join(reasons) or "no updated refs")
+
+
+def experiment_spec(repo: str, repo_type: str, ref: str, sha: str, old_sha: str | None, pr: int | None,
+                    files: list[str] | None = None, key_suffix: str = "") -> JobSpec:
+    payload = {"repo": repo, "repo_type": repo_type, "ref": ref, "sha": sha, "old_sha": old_sha, "pr": pr}
+    if files is not None:
+        payload["files"] = files
+    where = f"pr-{pr}" if pr is not None else ref.removeprefix("refs/heads/")
+    return JobSpec(EXPERIMENT, experiment_key(repo_type, repo, ref, sha) + key_suffix, payload,
+                   f"{repo}@{sha[:7]} ({where})")
+
+
+def run_ids(runs: list) -> list[str]:
+    return [str(run["id"]) for run in runs if isinstance(run, dict) and run.get("id")]
+
+
+def export_key(rule_id: str, ids: list[str], threads: list | None) -> str:
+    material = json.dumps({"runs": sorted(set(ids)), "threads": threads if not ids else None}, sort_keys=True,
+                          default=str)
+    return f"{EXPORT}:{rule_id}:{hashlib.sha256(material.encode()).hexdigest()[:32]}"
+
+
+def route_rule(delivery: RuleDelivery, config: BridgeConfig) -> list[JobSpec] | Ignored:
+    targets = config.exports_for(delivery.rule_id)
+    if not targets:
+        return Ignored(f"no exports entry for rule {delivery.rule_id!r}")
+    ids = run_ids(delivery.runs)
+    if not delivery.runs and not delivery.threads:
+        return Ignored("the delivery has no runs")
+    subject = f"rule {delivery.rule_id[:8]}: {len(ids)} run(s)"
+    if delivery.threads:
+        subject += f", {len(delivery.threads)} thread(s)"
+    return [JobSpec(EXPORT, export_key(delivery.rule_id, ids, delivery.threads), delivery.raw, subject)]
+
+
+Router = Callable[..., list[JobSpec] | Ignored]

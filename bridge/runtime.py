@@ -1,0 +1,90 @@
+"""Assembles the running bridge: state, clients, workers, webhook endpoints and UI on one WebhooksServer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from huggingface_hub import WebhooksServer
+
+from .db import Database
+from .hub import Hub, install_timeout
+from .jobs import JobStore, RetryPolicy, Scrubber, WorkerPool
+from .settings import Settings
+from .smith import Smith
+from .web import healthz, hub_endpoint, langsmith_endpoint
+
+log = logging.getLogger("bridge")
+
+HUB_PATH = "/webhooks/hub"
+LANGSMITH_PATH = "/webhooks/langsmith"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: JobStore
+    hub: Hub
+    smith: Smith
+    handlers: dict = field(default_factory=dict)
+    pool: WorkerPool | None = None
+    public_url: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def webhook_urls(self) -> dict[str, str]:
+        base = (self.public_url or "http://localhost:7860").rstrip("/")
+        return {"hub": base + HUB_PATH, "langsmith": base + LANGSMITH_PATH + "?secret=<LANGSMITH_WEBHOOK_SECRET>"}
+
+    def start_workers(self) -> None:
+        self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
+                               services=self).start()
+
+    def stop(self) -> None:
+        if self.pool:
+            self.pool.stop()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    from .flows import handlers  # flows import the clients; keep them out of import-time of the web layer
+
+    install_timeout(settings.request_timeout)
+    jobs = settings.config.jobs
+    store = JobStore(Database(settings.state_dir / "bridge.sqlite3"),
+                     RetryPolicy(jobs.max_attempts, jobs.backoff_seconds, jobs.max_backoff_seconds),
+                     Scrubber(settings.secret_values()))
+    secret = settings.hf_token.get_secret_value() if settings.hf_token else None
+    key = settings.langsmith_api_key.get_secret_value() if settings.langsmith_api_key else None
+    runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
+                      Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
+                            settings.request_timeout))
+    runtime.handlers = handlers()
+    return runtime
+
+
+def warn_open_endpoints(settings: Settings) -> list[str]:
+    warnings = []
+    if settings.webhook_secret is None:
+        warnings.append(f"WEBHOOK_SECRET is not set: {HUB_PATH} accepts deliveries from anyone.")
+    if settings.langsmith_webhook_secret is None:
+        warnings.append(f"LANGSMITH_WEBHOOK_SECRET is not set: {LANGSMITH_PATH} accepts deliveries from anyone.")
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+def build_server(runtime: Runtime, ui: Any) -> WebhooksServer:
+    server = WebhooksServer(ui=ui)
+    # WebhooksServer would wrap every route in its own header-only, non-constant-time check of WEBHOOK_SECRET,
+    # which breaks LangSmith's ?secret= deliveries. Each endpoint checks its own source's secret instead.
+    server.webhook_secret = None
+    settings = runtime.settings
+    server.add_webhook("hub")(hub_endpoint(runtime.store, settings.config, settings.webhook_secret))
+    server.add_webhook("langsmith")(langsmith_endpoint(runtime.store, settings.config,
+                                                       settings.langsmith_webhook_secret))
+    return server
+
+
+def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
+    """Plain GET routes, added to gradio's FastAPI app once it exists (after launch)."""
+    server.fastapi_app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))

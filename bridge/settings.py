@@ -1,0 +1,250 @@
+"""Configuration: environment variables plus `bridge.yaml`, validated once at start.
+
+An invalid file raises `ConfigError` naming the file, the key path and the bad value; `app.py` turns that into one
+message and exit code 2. Missing tokens are not an error here: the landing page and `/healthz` report them, and jobs
+that need them fail with a message saying which one is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+HERE = Path(__file__).resolve().parent.parent
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_LANGSMITH_ENDPOINT = "https://api.smith.langchain.com"
+DEFAULT_FILES = ["**/*.jsonl", "**/*.json", "**/*.csv", "**/*.parquet", "**/*.eval"]
+EVAL_FORMATS = ("auto", "table", "lm-eval", "lighteval", "inspect", "promptfoo", "openai-evals")
+PRESETS = ("runs", "sft", "preference", "kto")
+TEMPLATE_FIELDS = frozenset({"repo", "repo_name", "task", "model", "short_sha", "sha", "ref", "pr"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMap(_Strict):
+    inputs: list[str] = Field(default_factory=list)
+    expected: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    scores: list[str] = Field(default_factory=list)
+
+
+def _check_template(value: str) -> str:
+    unknown = set(re.findall(r"{(\w*)}", value)) - TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} in {value!r}; "
+                         f"known: {', '.join(sorted(TEMPLATE_FIELDS))}")
+    return value
+
+
+class ExperimentRule(_Strict):
+    repo: str
+    repo_type: Literal["dataset", "model", "space"] = "dataset"
+    files: list[str] = Field(default_factory=lambda: list(DEFAULT_FILES))
+    format: Literal[EVAL_FORMATS] = "auto"  # type: ignore[valid-type]
+    columns: ColumnMap | None = None
+    dataset_name: str = "{repo_name}/{task}"
+    experiment_name: str = "{model}@{short_sha}"
+    branches: list[str] = Field(default_factory=lambda: ["main"])
+    pull_requests: bool = True
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_shape(cls, value: str) -> str:
+        if value.count("/") != 1 or not all(value.split("/")):
+            raise ValueError(f"expected a glob over 'owner/name', got {value!r}")
+        return value
+
+    _templates = field_validator("dataset_name", "experiment_name")(_check_template)
+
+
+class FeedbackLinks(_Strict):
+    keys: list[str] = Field(min_length=1)
+    expires_hours: float = Field(default=168, gt=0)
+
+
+REDACT_PRESETS = ("emails", "secrets")
+
+
+def _check_redact_rule(index: int, rule: Any) -> None:
+    if isinstance(rule, str):
+        if rule not in REDACT_PRESETS:
+            raise ValueError(f"item {index}: expected one of {', '.join(REDACT_PRESETS)} or {{pattern: regex}}, "
+                             f"got {rule!r}")
+        return
+    if set(rule) != {"pattern"}:
+        raise ValueError(f"item {index}: a custom rule has exactly one key, 'pattern', got {sorted(rule)}")
+    try:
+        re.compile(rule["pattern"])
+    except re.error as exc:
+        raise ValueError(f"item {index}: invalid regular expression {rule['pattern']!r}: {exc}") from None
+
+
+class Backfill(_Strict):
+    project: str
+    filter: str | None = None
+
+
+class ExportTarget(_Strict):
+    rule_id: str
+    repo: str
+    private: bool = True
+    presets: list[Literal[PRESETS]] = Field(default_factory=lambda: ["runs"])  # type: ignore[valid-type]
+    feedback_links: FeedbackLinks | None = None
+    redact: list[str | dict[str, str]] = Field(default_factory=list)
+    flush_seconds: float = Field(default=60, ge=0)
+    max_rows_per_commit: int = Field(default=5000, ge=1)
+    positive_threshold: float = 1.0
+    backfill: Backfill | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_id(cls, value: str) -> str:
+        if value.count("/") != 1 or not all(value.split("/")) or any(c in value for c in "*?[]"):
+            raise ValueError(f"expected a dataset repo id 'owner/name', got {value!r}")
+        return value
+
+    @field_validator("presets")
+    @classmethod
+    def _runs_always(cls, value: list[str]) -> list[str]:
+        return value if "runs" in value else ["runs", *value]
+
+    @field_validator("redact")
+    @classmethod
+    def _redact_rules(cls, value: list) -> list:
+        for i, rule in enumerate(value):
+            _check_redact_rule(i, rule)
+        return value
+
+
+class JobOptions(_Strict):
+    max_attempts: int = Field(default=8, ge=1)
+    workers: int = Field(default=2, ge=1, le=32)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=600.0, gt=0)
+
+
+class BridgeConfig(_Strict):
+    experiments: list[ExperimentRule] = Field(default_factory=list)
+    exports: list[ExportTarget] = Field(default_factory=list)
+    jobs: JobOptions = Field(default_factory=JobOptions)
+    reconcile_minutes: float = Field(default=30, ge=0)
+
+    def exports_for(self, rule_id: str) -> list[ExportTarget]:
+        return [t for t in self.exports if t.rule_id in ("*", rule_id)]
+
+
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    key = _key_path(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return key, "unknown key"
+    if err["type"] == "missing":
+        return key, "required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] != "value_error":
+        message += f", got {err['input']!r}"
+    return key, message
+
+
+def parse_config(data: Any, path: str) -> BridgeConfig:
+    if data is None:
+        return BridgeConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", path=path)
+    try:
+        return BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        key, message = _first_error(exc)
+        raise ConfigError(message, path=path, key=key) from None
+
+
+def load_config(path: Path) -> BridgeConfig:
+    """A missing file is an empty config; unreadable YAML or an invalid schema raises ConfigError."""
+    if not path.exists():
+        return BridgeConfig()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {exc}", path=str(path)) from None
+    return parse_config(data, str(path))
+
+
+def _secret(env: dict, name: str) -> SecretStr | None:
+    value = env.get(name, "").strip()
+    return SecretStr(value) if value else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: BridgeConfig
+    config_path: Path
+    state_dir: Path
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    langsmith_endpoint: str = DEFAULT_LANGSMITH_ENDPOINT
+    hf_token: SecretStr | None = None
+    langsmith_api_key: SecretStr | None = None
+    langsmith_workspace_id: str | None = None
+    webhook_secret: SecretStr | None = None
+    langsmith_webhook_secret: SecretStr | None = None
+    trace_project: str | None = None
+    admins: tuple[str, ...] = ()
+    admin_password: SecretStr | None = None
+    space_id: str | None = None
+    space_host: str | None = None
+    request_timeout: float = 30.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, config_path: Path | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        path = Path(config_path or env.get("BRIDGE_CONFIG") or HERE / "bridge.yaml")
+        state_dir = Path(env.get("BRIDGE_STATE_DIR") or HERE / ".bridge-state")
+        return cls(
+            config=load_config(path),
+            config_path=path,
+            state_dir=state_dir,
+            hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
+            langsmith_endpoint=(env.get("LANGSMITH_ENDPOINT") or DEFAULT_LANGSMITH_ENDPOINT).rstrip("/"),
+            hf_token=_secret(env, "HF_TOKEN"),
+            langsmith_api_key=_secret(env, "LANGSMITH_API_KEY"),
+            langsmith_workspace_id=env.get("LANGSMITH_WORKSPACE_ID") or None,
+            webhook_secret=_secret(env, "WEBHOOK_SECRET"),
+            langsmith_webhook_secret=_secret(env, "LANGSMITH_WEBHOOK_SECRET"),
+            trace_project=env.get("BRIDGE_TRACE_PROJECT") or None,
+            admins=tuple(a.strip() for a in env.get("BRIDGE_ADMINS", "").split(",") if a.strip()),
+            admin_password=_secret(env, "BRIDGE_ADMIN_PASSWORD"),
+            space_id=env.get("SPACE_ID") or None,
+            space_host=env.get("SPACE_HOST") or None,
+        )
+
+    def missing(self) -> list[str]:
+        """Names of the credentials that are not set, for the landing page and /healthz."""
+        names = {"HF_TOKEN": self.hf_token, "LANGSMITH_API_KEY": self.langsmith_api_key,
+                 "WEBHOOK_SECRET": self.webhook_secret, "LANGSMITH_WEBHOOK_SECRET": self.langsmith_webhook_secret}
+        return [name for name, value in names.items() if value is None]
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, so log filters and tests can make sure none leaks."""
+        values = [self.hf_token, self.langsmith_api_key, self.webhook_secret, self.langsmith_webhook_secret,
+                  self.admin_password]
+        return [v.get_secret_value() for v in values if v is not None]

@@ -1,0 +1,149 @@
+"""Webhook handlers: authenticate, read, parse, route, store, answer. Never an upstream call.
+
+Every answer is chosen to make the sender do the right thing: a well-formed event we do not want is 200 `ignored`
+(a non-2xx makes the Hub retry and eventually suspend the webhook; LangSmith never retries a 4xx), and a 2xx is only
+sent once the delivery and its jobs are committed to SQLite.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+
+from . import __version__
+from .events import PayloadError, parse_hub_delivery, parse_rule_delivery
+from .jobs import JobStore
+from .routing import Ignored, route_hub, route_rule
+from .settings import BridgeConfig
+
+log = logging.getLogger("bridge.web")
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+SECRET_HEADER = "x-webhook-secret"
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+def _secrets_match(expected: SecretStr, offered: list[str]) -> bool:
+    want = expected.get_secret_value().encode()
+    # Every offered value must match: a request carrying a right and a wrong secret is refused.
+    results = [hmac.compare_digest(want, value.encode()) for value in offered]
+    return all(results)
+
+
+def check_secret(expected: SecretStr | None, offered: list[str]) -> None:
+    """401 when no secret was offered, 403 when one is wrong. An unset secret leaves the endpoint open."""
+    if expected is None:
+        return
+    if not offered:
+        raise Rejection(401, "missing webhook secret")
+    if not _secrets_match(expected, offered):
+        raise Rejection(403, "invalid webhook secret")
+
+
+def header_secrets(request: Request) -> list[str]:
+    return request.headers.getlist(SECRET_HEADER)
+
+
+def header_or_query_secrets(request: Request) -> list[str]:
+    return header_secrets(request) + request.query_params.getlist("secret")
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Rejection(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejection(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Rejection(400, "body is not valid UTF-8") from None
+    except RecursionError:
+        raise Rejection(400, "body is nested too deeply") from None
+    except ValueError as exc:
+        raise Rejection(400, f"body is not JSON: {exc}") from None
+
+
+@dataclass
+class WebhookEndpoint:
+    """One webhook source: how to authenticate it, parse it and route it to jobs."""
+
+    source: str
+    secret: SecretStr | None
+    offered_secrets: Callable[[Request], list[str]]
+    parse: Callable[[object], object]
+    route: Callable[[object], object]
+    store: JobStore
+    on_answer: Callable[[str, str, float], None] | None = None
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        started = anyio.current_time()
+        try:
+            check_secret(self.secret, self.offered_secrets(request))
+            raw = await read_body(request)
+            status, body = await anyio.to_thread.run_sync(self._accept, raw)
+        except Rejection as exc:
+            status, body = exc.status, {"status": "rejected", "error": exc.message}
+        if self.on_answer:
+            self.on_answer(self.source, body["status"], anyio.current_time() - started)
+        return JSONResponse(body, status_code=status)
+
+    def _accept(self, raw: bytes) -> tuple[int, dict]:
+        try:
+            delivery = self.parse(parse_json(raw))
+        except PayloadError as exc:
+            raise Rejection(422, str(exc)) from None
+        routed = self.route(delivery)
+        text = raw.decode("utf-8")
+        if isinstance(routed, Ignored):
+            self.store.record_delivery(self.source, text, None, routed.reason)
+            return 200, {"status": "ignored", "reason": routed.reason}
+        outcome, job_ids = self.store.record_delivery(self.source, text, routed)
+        return (202 if outcome == "queued" else 200), {"status": outcome, "job_ids": job_ids}
+
+
+class _OwnCommits:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def __contains__(self, oid: object) -> bool:
+        return isinstance(oid, str) and self.store.is_own_commit(oid)
+
+
+def hub_endpoint(store: JobStore, config: BridgeConfig, secret: SecretStr | None, **kw) -> WebhookEndpoint:
+    own = _OwnCommits(store)
+    return WebhookEndpoint("hub", secret, header_secrets, parse_hub_delivery,
+                           lambda d: route_hub(d, config, own), store, **kw)
+
+
+def langsmith_endpoint(store: JobStore, config: BridgeConfig, secret: SecretStr | None, **kw) -> WebhookEndpoint:
+    return WebhookEndpoint("langsmith", secret, header_or_query_secrets, parse_rule_delivery,
+                           lambda d: route_rule(d, config), store, **kw)
+
+
+def healthz(store: JobStore, missing: Callable[[], list[str]]) -> Callable:
+    async def handler() -> JSONResponse:
+        counts = await anyio.to_thread.run_sync(store.counts)
+        return JSONResponse({"status": "ok", "version": __version__, "jobs": counts, "missing": missing()})
+    return handler
