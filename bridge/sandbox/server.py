@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import socket
 import threading
@@ -140,7 +141,7 @@ class Recorder:
         if self.latency:
             await asyncio.sleep(self.latency)
         record = RecordedRequest(method, path, scope.get("query_string", b"").decode("latin-1"), 0, 0, time.time(),
-                                 {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]})
+                                 _headers(scope))
         with self._lock:
             self.requests.append(record)
         receive = _counting_receive(receive, record)
@@ -201,6 +202,18 @@ class Recorder:
         return None
 
 
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-webhook-secret", "cookie"})
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    """Request headers as recorded: credentials show as '***' so a test can see one was sent, never its value."""
+    headers = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1").lower()
+        headers[name] = "***" if name in CREDENTIAL_HEADERS else value.decode("latin-1")
+    return headers
+
+
 def _counting_receive(receive: Any, record: RecordedRequest) -> Any:
     async def wrapped() -> dict:
         message = await receive()
@@ -229,7 +242,8 @@ async def _json(send: Any, status: int, payload: Any, headers: list | None = Non
 async def _fault_response(send: Any, fault: Fault) -> None:
     headers = []
     if fault.retry_after is not None:
-        headers.append((b"retry-after", str(fault.retry_after).encode()))
+        # urllib3 only accepts whole seconds in Retry-After
+        headers.append((b"retry-after", str(math.ceil(fault.retry_after)).encode()))
     message = fault.body or f"injected fault: {fault.status}"
     await _json(send, fault.status or 500, {"error": message, "detail": message}, headers)
 
