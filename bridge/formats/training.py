@@ -1,0 +1,525 @@
+"""Training presets built from LangSmith runs + feedback, in TRL's conversational formats, and their Arrow tables.
+
+- `sft`:        `{"messages", "tools"}`: the run's conversation plus an assistant turn, which is the human
+                correction when there is one, else the model's own output when every considered feedback score is
+                at least `positive_threshold`.
+- `preference`: `{"prompt", "chosen", "rejected"}`: runs with a correction (chosen = correction, rejected = output).
+- `kto`:        `{"prompt", "completion", "label"}`: runs with thumbs-style feedback (score 0/1 or a boolean).
+
+Every training row also keeps `run_id` as a column: exactly-once bookkeeping needs it, it keeps provenance, and TRL
+ignores columns it does not use. A run a preset cannot use is left out of that preset with a reason
+(`SKIP_REASONS`); it is still in `runs`.
+
+Messages use one fixed struct (`MESSAGE_TYPE`) so every shard has the same schema: `role`, `content` (text; parts
+joined, non-text parts such as images dropped), `name`, `tool_call_id` and `tool_calls` in OpenAI form with
+`arguments` as a JSON string. Fields a message does not have are null. `tools` is the tool list as a JSON string.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bridge.formats.runs import (
+    RUNS_SCHEMA,
+    as_dict,
+    feedback_score,
+    parse_time,
+    run_id_of,
+    sorted_feedback,
+    to_json,
+)
+
+PRESETS = ("runs", "sft", "preference", "kto")
+TRAINING_PRESETS = ("sft", "preference", "kto")
+
+SKIP_REASONS = (
+    "no_positive_feedback",       # sft: no correction, and no feedback score, or one below the threshold
+    "no_correction",              # preference: nobody corrected the output
+    "no_binary_feedback",         # kto: no 0/1 or boolean feedback score
+    "conflicting_feedback",       # kto: both thumbs up and thumbs down
+    "no_messages",                # no conversation could be read from the inputs
+    "no_output",                  # no assistant reply could be read from the outputs
+    "unreadable_correction",      # a correction exists but holds no assistant text or tool call
+    "correction_same_as_output",  # preference: chosen and rejected would be identical
+    "run_error",                  # sft: the run failed and no correction replaces its output
+)
+
+TOOL_CALL_TYPE = pa.struct([
+    ("id", pa.string()),
+    ("type", pa.string()),
+    ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
+])
+
+MESSAGE_TYPE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("name", pa.string()),
+    ("tool_call_id", pa.string()),
+    ("tool_calls", pa.list_(TOOL_CALL_TYPE)),
+])
+
+MESSAGES = pa.list_(MESSAGE_TYPE)
+_RUN_ID = pa.field("run_id", pa.string(), nullable=False)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": RUNS_SCHEMA,
+    "sft": pa.schema([pa.field("messages", MESSAGES), pa.field("tools", pa.string()), _RUN_ID]),
+    "preference": pa.schema([
+        pa.field("prompt", MESSAGES), pa.field("chosen", MESSAGES), pa.field("rejected", MESSAGES), _RUN_ID,
+    ]),
+    "kto": pa.schema([
+        pa.field("prompt", MESSAGES), pa.field("completion", MESSAGES), pa.field("label", pa.bool_()), _RUN_ID,
+    ]),
+}
+
+# --- message extraction ----------------------------------------------------------------------------------------
+
+_ROLES = {
+    "user": "user", "human": "user", "humanmessage": "user",
+    "assistant": "assistant", "ai": "assistant", "aimessage": "assistant", "model": "assistant", "bot": "assistant",
+    # Chat templates know no "developer" role: OpenAI's developer message is a system prompt.
+    "system": "system", "systemmessage": "system", "developer": "system",
+    "tool": "tool", "toolmessage": "tool", "function": "tool", "functionmessage": "tool",
+}
+_CHAT_MESSAGE = ("chat", "chatmessage")  # LangChain's ChatMessage carries its own `role`
+
+# Where a message or a prompt hides in a dict, most specific first. Outputs and inputs share the list: an agent's
+# outputs can echo `input` next to `output`, so output keys come first.
+_KEYS = ("messages", "generations", "choices", "output", "outputs", "message", "input", "inputs", "prompt",
+         "prompts", "question", "query", "sys.query", "content", "text", "answer", "response", "result", "completion")
+_FIRST_ONLY = ("generations", "choices")                   # n alternatives: the first is what the user saw
+_PROMPT_KEYS = ("input", "inputs", "prompt", "prompts", "question", "query", "sys.query")
+_HISTORY_KEYS = ("chat_history", "history")
+_SYSTEM_KEYS = ("system", "instructions")                # Anthropic `system`, OpenAI Responses `instructions`
+_TEXT_PART_TYPES = (None, "text", "input_text", "output_text")
+_MAX_DEPTH = 12
+
+
+def _role(name: Any, fields: Mapping) -> str | None:
+    if not isinstance(name, str):
+        return None
+    key = name.lower().removesuffix("chunk")
+    if key in _CHAT_MESSAGE:
+        return _role(fields.get("role"), {})
+    return _ROLES.get(key)
+
+
+def _role_and_fields(value: Mapping) -> tuple[str | None, Mapping]:
+    """Recognise one message: LangChain constructor / `{type, data}` / dumped form, or an OpenAI-style dict."""
+    if value.get("lc") == 1 and value.get("type") == "constructor" and isinstance(value.get("id"), list):
+        fields = value.get("kwargs") if isinstance(value.get("kwargs"), Mapping) else {}
+        return _role(value["id"][-1] if value["id"] else None, fields), fields
+    if isinstance(value.get("data"), Mapping) and isinstance(value.get("type"), str):
+        return _role(value["type"], value["data"]), value["data"]
+    if isinstance(value.get("role"), str):
+        return _role(value["role"], value), value
+    if isinstance(value.get("type"), str) and "content" in value:
+        return _role(value["type"], value), value
+    return None, value
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, Mapping) or part.get("type") not in _TEXT_PART_TYPES:
+        return ""  # images, audio, tool_use, reasoning blocks: not text
+    text = part.get("text", part.get("content"))  # Dify renames `text` to `content`
+    return text if isinstance(text, str) else ""
+
+
+def content_text(content: Any) -> str:
+    """Message content as text: a string, or the text parts of a content list joined (as LangChain does)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_part_text(part) for part in content)
+    if isinstance(content, Mapping):
+        return _part_text(content)
+    return str(content)
+
+
+def _arguments(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps({} if value is None else value, ensure_ascii=False, default=str)
+
+
+def _tool_call(call: Any) -> dict | None:
+    """OpenAI `{id, type, function: {name, arguments}}`, LangChain `{name, args, id}` or Anthropic `tool_use`."""
+    if not isinstance(call, Mapping):
+        return None
+    function = call.get("function")
+    if isinstance(function, Mapping):
+        name, args = function.get("name"), function.get("arguments")
+    else:
+        name, args = call.get("name"), call.get("args", call.get("arguments", call.get("input")))
+    if not isinstance(name, str) or not name:
+        return None
+    result = {"type": "function", "function": {"name": name, "arguments": _arguments(args)}}
+    call_id = call.get("id") or call.get("call_id")
+    return {"id": str(call_id), **result} if call_id else result
+
+
+def _tool_calls(fields: Mapping) -> list[dict]:
+    extra = fields.get("additional_kwargs") if isinstance(fields.get("additional_kwargs"), Mapping) else {}
+    content = fields.get("content")
+    candidates = [
+        fields.get("tool_calls"),
+        extra.get("tool_calls"),
+        [extra["function_call"]] if isinstance(extra.get("function_call"), Mapping) else None,
+        [p for p in content if isinstance(p, Mapping) and p.get("type") == "tool_use"]
+        if isinstance(content, list) else None,
+    ]
+    for calls in candidates:
+        if isinstance(calls, list) and calls:
+            parsed = [c for c in (_tool_call(call) for call in calls) if c]
+            if parsed:
+                return parsed
+    return []
+
+
+def message_from(value: Any) -> dict | None:
+    """One normalised message `{role, content[, name, tool_call_id, tool_calls]}`, or None if it is not one."""
+    if not isinstance(value, Mapping):
+        return None
+    role, fields = _role_and_fields(value)
+    if role is None:
+        return None
+    message = {"role": role, "content": content_text(fields.get("content"))}
+    if isinstance(fields.get("name"), str) and fields["name"]:
+        message["name"] = fields["name"]
+    if role == "tool" and fields.get("tool_call_id"):
+        message["tool_call_id"] = str(fields["tool_call_id"])
+    calls = _tool_calls(fields)
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _is_pair(item: Any) -> bool:
+    """LangChain's `("human", "hi")` tuples, which JSON turns into two-item lists."""
+    return isinstance(item, (list, tuple)) and len(item) == 2 and _role(item[0], {}) is not None \
+        and isinstance(item[1], str)
+
+
+def _first(value: Any) -> Any:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
+
+
+def _from_list(items: list, default_role: str, depth: int) -> list[dict] | None:
+    if not items:
+        return None
+    if all(_is_pair(item) for item in items):
+        return [{"role": _role(role, {}), "content": text} for role, text in items]
+    if isinstance(items[0], list):
+        return _extract(items[0], default_role, depth + 1)  # `[[...]]`: a batch of one conversation
+    if all(isinstance(item, str) for item in items):
+        return _extract(items[0], default_role, depth + 1)  # `prompts: [...]`: a batch of one prompt
+    messages = [m for m in (message_from(item) for item in items) if m]
+    return messages or None  # items that are not messages (reasoning items, documents) are skipped
+
+
+def _system_and_history(value: Mapping, key: str, messages: list[dict], depth: int) -> list[dict]:
+    before: list[dict] = []
+    system = next((value[k] for k in _SYSTEM_KEYS if value.get(k)), None)
+    if system is not None and not any(m["role"] == "system" for m in messages):
+        text = content_text(system)
+        if text:
+            before.append({"role": "system", "content": text})
+    if key in _PROMPT_KEYS:
+        for history_key in _HISTORY_KEYS:
+            if isinstance(value.get(history_key), list):
+                before.extend(_extract(value[history_key], "user", depth + 1) or [])
+                break
+    return before
+
+
+def _from_dict(value: Mapping, default_role: str, depth: int) -> list[dict] | None:
+    message = message_from(value)
+    if message is not None:
+        return [message]
+    for key in _KEYS:
+        if key not in value or value[key] is None:
+            continue
+        inner = _first(value[key]) if key in _FIRST_ONLY else value[key]
+        messages = _extract(inner, default_role, depth + 1)
+        if messages:
+            return [*_system_and_history(value, key, messages, depth), *messages]
+    return None
+
+
+def _extract(value: Any, default_role: str, depth: int) -> list[dict] | None:
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}] if value else None
+    if isinstance(value, (list, tuple)):
+        return _from_list(list(value), default_role, depth)
+    if isinstance(value, Mapping):
+        return _from_dict(value, default_role, depth)
+    return None
+
+
+def extract_messages(value: Any, *, default_role: str = "user") -> list[dict] | None:
+    """Messages `[{"role", "content", ...}]` from a run's inputs, outputs or a correction; None if there are none.
+
+    Understands OpenAI `messages`/`choices`, LangChain serialized messages (constructor, `{type, data}`, dumped,
+    `[[...]]` batches, `(role, text)` pairs), `generations`, prompt strings under `prompt`/`input`/`question`/...,
+    `output`/`content` strings and single message dicts (Dify sends `messages` as one dict). A bare string becomes
+    one message of `default_role` ("user" for inputs, "assistant" for outputs and corrections).
+    """
+    return _extract(value, default_role, 0)
+
+
+# --- presets ---------------------------------------------------------------------------------------------------
+
+def _same(left: list[dict], right: list[dict]) -> bool:
+    return len(left) == len(right) and all(
+        a["role"] == b["role"] and a["content"] == b["content"] and a.get("tool_calls") == b.get("tool_calls")
+        for a, b in zip(left, right))
+
+
+def completion_of(prompt: list[dict], messages: list[dict] | None) -> list[dict] | None:
+    """The new turns in `messages`: graph states echo the whole conversation, so the prompt part is cut off."""
+    if not messages:
+        return None
+    if len(messages) > len(prompt) and _same(messages[:len(prompt)], prompt):
+        messages = messages[len(prompt):]
+    else:
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if users:
+            messages = messages[users[-1] + 1:]
+    useful = any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in messages)
+    return messages if useful else None
+
+
+def _considered(feedback: Iterable[dict], keys: Collection[str] | None) -> list[dict]:
+    items = sorted_feedback(feedback)
+    return items if keys is None else [f for f in items if f.get("key") in keys]
+
+
+def _latest_correction(feedback: list[dict]) -> Any:
+    corrections = [f["correction"] for f in feedback if f.get("correction") not in (None, "", {}, [])]
+    return corrections[-1] if corrections else None
+
+
+def _is_positive(feedback: list[dict], threshold: float) -> bool:
+    scores = [s for s in (feedback_score(f) for f in feedback) if s is not None]
+    return bool(scores) and all(s >= threshold for s in scores)
+
+
+def _binary_scores(feedback: list[dict]) -> list[float]:
+    return [s for s in (feedback_score(f) for f in feedback) if s in (0.0, 1.0)]
+
+
+def _failed(run: Mapping) -> bool:
+    return bool(run.get("error")) or run.get("status") == "error"
+
+
+def _tools(run: Mapping) -> str | None:
+    extra, inputs = run.get("extra"), run.get("inputs")
+    params = extra.get("invocation_params") if isinstance(extra, Mapping) else None
+    for source in (params, inputs):
+        if isinstance(source, Mapping):
+            tools = source.get("tools") or source.get("functions")
+            if isinstance(tools, list) and tools:
+                return to_json(tools)
+    return None
+
+
+class _Run:
+    """One run's prompt, output and correction, each read at most once."""
+
+    def __init__(self, run: Mapping, feedback: list[dict]) -> None:
+        self.run, self.feedback = run, feedback
+        self.run_id = run_id_of(run)
+        self.prompt = extract_messages(run.get("inputs"), default_role="user")
+
+    def output(self) -> list[dict] | None:
+        outputs = extract_messages(self.run.get("outputs"), default_role="assistant")
+        return completion_of(self.prompt or [], outputs)
+
+    def correction(self) -> list[dict] | None:
+        corrected = extract_messages(_latest_correction(self.feedback), default_role="assistant")
+        return completion_of(self.prompt or [], corrected)
+
+
+def _sft(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
+    has_correction = _latest_correction(item.feedback) is not None
+    if not has_correction and not _is_positive(item.feedback, threshold):
+        return None, "no_positive_feedback"
+    if not item.prompt:
+        return None, "no_messages"
+    if has_correction:
+        reply = item.correction()
+        if not reply:
+            return None, "unreadable_correction"
+    else:
+        if _failed(item.run):
+            return None, "run_error"
+        reply = item.output()
+        if not reply:
+            return None, "no_output"
+    return {"messages": [*item.prompt, *reply], "tools": _tools(item.run), "run_id": item.run_id}, None
+
+
+def _preference(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
+    if _latest_correction(item.feedback) is None:
+        return None, "no_correction"
+    if not item.prompt:
+        return None, "no_messages"
+    chosen = item.correction()
+    if not chosen:
+        return None, "unreadable_correction"
+    rejected = item.output()
+    if not rejected:
+        return None, "no_output"
+    if _same(chosen, rejected):
+        return None, "correction_same_as_output"
+    return {"prompt": item.prompt, "chosen": chosen, "rejected": rejected, "run_id": item.run_id}, None
+
+
+def _kto(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
+    labels = {score >= threshold for score in _binary_scores(item.feedback)}
+    if not labels:
+        return None, "no_binary_feedback"
+    if len(labels) > 1:
+        return None, "conflicting_feedback"
+    if not item.prompt:
+        return None, "no_messages"
+    completion = item.output()
+    if not completion:
+        return None, "no_output"
+    return {"prompt": item.prompt, "completion": completion, "label": labels.pop(), "run_id": item.run_id}, None
+
+
+_BUILDERS = {"sft": _sft, "preference": _preference, "kto": _kto}
+
+
+def preset_rows(preset: str, run: Any, feedback: list[dict], *, positive_threshold: float = 1.0,
+                feedback_keys: Collection[str] | None = None) -> tuple[list[dict], str | None]:
+    """Rows of one training preset for one run: `(rows, None)` or `([], reason)` with a reason from SKIP_REASONS.
+
+    `feedback` is this run's feedback (`group_feedback(...)[run_id]`). `feedback_keys` limits which feedback keys
+    count as scores (default: all, so an automatic evaluator's low score also blocks sft). The `runs` preset is
+    built with `runs.run_row` (it needs rule id, links and feedback URLs), not here.
+    """
+    builder = _BUILDERS.get(preset)
+    if builder is None:
+        raise ValueError(f"unknown training preset {preset!r}: expected one of {', '.join(TRAINING_PRESETS)}"
+                         + (" (the runs preset is built with bridge.formats.runs.run_row)" if preset == "runs" else ""))
+    row, reason = builder(_Run(as_dict(run), _considered(feedback, feedback_keys)), positive_threshold)
+    return ([row] if row else []), reason
+
+
+def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: Mapping[str, list[dict]], *,
+                 positive_threshold: float = 1.0, feedback_keys: Collection[str] | None = None,
+                 ) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]]]:
+    """Training rows for a batch, per preset, and skip reasons counted per preset: `{"sft": {"no_output": 2}}`.
+
+    `runs` in `presets` is ignored here (see `run_row`).
+    """
+    wanted = [p for p in presets if p != "runs"]
+    rows: dict[str, list[dict]] = {p: [] for p in wanted}
+    skipped: dict[str, dict[str, int]] = {}
+    for run in runs:
+        run = as_dict(run)
+        feedback = feedback_by_run.get(run_id_of(run), [])
+        for preset in wanted:
+            found, reason = preset_rows(preset, run, feedback, positive_threshold=positive_threshold,
+                                        feedback_keys=feedback_keys)
+            rows[preset].extend(found)
+            if reason:
+                counts = skipped.setdefault(preset, {})
+                counts[reason] = counts.get(reason, 0) + 1
+    return rows, skipped
+
+
+# --- Arrow / parquet -------------------------------------------------------------------------------------------
+
+_ROW_GROUP_BYTES = 64 * 1024 * 1024  # the Hub's viewer wants row groups well under ~100-300 MB
+
+
+def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
+    """A table with exactly `SCHEMAS[preset]`, whatever the rows hold (all-null columns keep their type).
+
+    Rows may come straight from `run_row` / `preset_rows` or back from JSON (`json.dumps(row, default=str)`):
+    timestamps given as ISO strings are parsed (naive = UTC).
+    """
+    schema = SCHEMAS.get(preset)
+    if schema is None:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    rows = list(rows)
+    names = set(schema.names)
+    required = [field.name for field in schema if not field.nullable]
+    for index, row in enumerate(rows):
+        unknown = set(row) - names
+        if unknown:  # from_pylist would drop them silently
+            raise ValueError(f"{preset} row {index}: unknown columns {sorted(unknown)}")
+        missing = [name for name in required if row.get(name) is None]
+        if missing:  # from_pylist would accept the null and the parquet writer fail later
+            raise ValueError(f"{preset} row {index}: {', '.join(missing)} must not be null")
+    rows = _timestamps_parsed(rows, schema)
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except UnicodeEncodeError:
+        # Streamed tokens can end in half an emoji (a lone surrogate), which UTF-8 cannot hold.
+        return pa.Table.from_pylist(_without_surrogates(rows), schema=schema)
+
+
+def _has_timestamp(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return True
+    if pa.types.is_list(kind):
+        return _has_timestamp(kind.value_type)
+    return pa.types.is_struct(kind) and any(_has_timestamp(field.type) for field in kind)
+
+
+def _parsed(value: Any, kind: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_timestamp(kind):
+        return parse_time(value, where="row", field="timestamp") if isinstance(value, str) else value
+    if pa.types.is_list(kind) and isinstance(value, list):
+        return [_parsed(item, kind.value_type) for item in value]
+    if pa.types.is_struct(kind) and isinstance(value, Mapping):
+        return {**value, **{f.name: _parsed(value.get(f.name), f.type) for f in kind if _has_timestamp(f.type)}}
+    return value
+
+
+def _timestamps_parsed(rows: list[Mapping], schema: pa.Schema) -> list[Mapping]:
+    """ISO strings back to datetimes: rows may have been buffered as JSON (`json.dumps(row, default=str)`)."""
+    fields = [f for f in schema if _has_timestamp(f.type)]
+    if not fields:
+        return rows
+    return [{**row, **{f.name: _parsed(row.get(f.name), f.type) for f in fields if f.name in row}} for row in rows]
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, Mapping):
+        return {k: _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
+
+
+def to_parquet_bytes(table: pa.Table) -> bytes:
+    """Parquet bytes (zstd). Same table → same bytes, so re-uploading a shard is a no-op on the Hub."""
+    rows_per_group = max(1, table.num_rows)
+    if table.nbytes > _ROW_GROUP_BYTES:
+        rows_per_group = max(1, table.num_rows * _ROW_GROUP_BYTES // table.nbytes)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=rows_per_group)
+    return buffer.getvalue()
