@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                           else (ui.share_url or ui.local_url)).rstrip("/")
     print_urls(runtime, ui.local_url)
     if sandbox:
-        sandbox.connect(runtime)
+        sandbox.connect(runtime, ui.local_url)
     try:
         ui.block_thread()
     finally:

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, constants
+from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import set_client_factory
 from huggingface_hub.utils._http import default_client_factory
@@ -73,3 +76,67 @@ class Hub:
     def web_url(self, repo_id: str, repo_type: str, path: str = "") -> str:
         prefix = constants.REPO_TYPES_URL_PREFIXES.get(repo_type, "")
         return f"{self.endpoint}/{prefix}{repo_id}{path}"
+
+    # ---- reading a revision ----
+    def tree(self, repo: str, repo_type: str, revision: str) -> dict[str, str]:
+        """path -> git blob id of every file at `revision` (one paginated listing)."""
+        with hub_errors(f"list files of {repo}@{revision[:12]}"):
+            entries = self.api.list_repo_tree(repo, repo_type=repo_type, revision=revision, recursive=True)
+            return {e.path: e.blob_id for e in entries if hasattr(e, "blob_id")}
+
+    def revision_info(self, repo: str, repo_type: str, revision: str) -> tuple[str, datetime | None]:
+        """(full sha, commit time) of a branch, sha or refs/pr/N."""
+        with hub_errors(f"resolve {repo}@{revision}"):
+            info = self.api.repo_info(repo, repo_type=repo_type, revision=revision)
+        return info.sha, getattr(info, "last_modified", None)
+
+    def download(self, repo: str, repo_type: str, revision: str, path: str, local_dir: Path) -> Path:
+        with hub_errors(f"download {path} from {repo}@{revision[:12]}"):
+            return Path(hf_hub_download(repo, path, repo_type=repo_type, revision=revision, local_dir=local_dir,
+                                        endpoint=self.endpoint, token=self.token or False))
+
+    # ---- pull requests ----
+    def comments(self, repo: str, repo_type: str, num: int) -> list[str]:
+        with hub_errors(f"read discussion #{num} of {repo}"):
+            details = self.api.get_discussion_details(repo, num, repo_type=repo_type)
+        return [e.content for e in details.events if getattr(e, "type", "") == "comment" and e.content]
+
+    def comment(self, repo: str, repo_type: str, num: int, text: str) -> str:
+        self.require_token(f"comment on {repo} #{num}")
+        with hub_errors(f"comment on {repo} #{num}"):
+            posted = self.api.comment_discussion(repo, num, text, repo_type=repo_type)
+        return self.web_url(repo, repo_type, f"/discussions/{num}#{posted.id}")
+
+    # ---- writing a dataset ----
+    def ensure_dataset(self, repo: str, private: bool) -> None:
+        self.require_token(f"write to {repo}")
+        with hub_errors(f"create dataset {repo} (needs a token with write access to {repo.split('/')[0]})"):
+            self.api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+
+    def commit(self, repo: str, files: dict[str, bytes], message: str, parent: str | None) -> str:
+        """One commit adding `files`, pinned to `parent` so a concurrent commit makes it fail instead of mixing."""
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+        with hub_errors(f"commit to {repo} (needs write access)"):
+            info = self.api.create_commit(repo, operations, repo_type="dataset", parent_commit=parent,
+                                          commit_message=f"{BRIDGE_MARK} {message}",
+                                          commit_description="Written by hub-langsmith-bridge.")
+        return info.oid
+
+    def head_and_tree(self, repo: str, repo_type: str = "dataset") -> tuple[str | None, dict[str, str]]:
+        """The head of `main` and its files; (None, {}) for a repo without commits."""
+        try:
+            head, _ = self.revision_info(repo, repo_type, "main")
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None, {}
+            raise
+        return head, self.tree(repo, repo_type, head)
+
+    def read_bytes(self, repo: str, repo_type: str, revision: str, path: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="bridge-read-") as tmp:
+            return self.download(repo, repo_type, revision, path, Path(tmp)).read_bytes()
+
+    def read_text(self, repo: str, path: str, tree: dict[str, str], repo_type: str = "dataset") -> str | None:
+        if path not in tree:
+            return None
+        return self.read_bytes(repo, repo_type, "main", path).decode("utf-8", errors="replace")

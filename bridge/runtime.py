@@ -28,6 +28,7 @@ class Runtime:
     hub: Hub
     smith: Smith
     handlers: dict = field(default_factory=dict)
+    ledger: Any = None
     pool: WorkerPool | None = None
     public_url: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -37,6 +38,9 @@ class Runtime:
         return {"hub": base + HUB_PATH, "langsmith": base + LANGSMITH_PATH + "?secret=<LANGSMITH_WEBHOOK_SECRET>"}
 
     def start_workers(self) -> None:
+        from .flows import exports
+
+        exports.resume(self)
         self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
                                services=self).start()
 
@@ -46,7 +50,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    from .flows import handlers  # flows import the clients; keep them out of import-time of the web layer
+    from .flows import exports, handlers  # flows import the clients; keep them out of the web layer's imports
 
     install_timeout(settings.request_timeout)
     jobs = settings.config.jobs
@@ -57,8 +61,9 @@ def build_runtime(settings: Settings) -> Runtime:
     key = settings.langsmith_api_key.get_secret_value() if settings.langsmith_api_key else None
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
-                            settings.request_timeout))
+                            settings.request_timeout, settings.langsmith_web_url))
     runtime.handlers = handlers()
+    runtime.ledger = exports.Ledger(store)
     return runtime
 
 

@@ -204,6 +204,7 @@ class Settings:
     hf_token: SecretStr | None = None
     langsmith_api_key: SecretStr | None = None
     langsmith_workspace_id: str | None = None
+    langsmith_web_url: str | None = None
     webhook_secret: SecretStr | None = None
     langsmith_webhook_secret: SecretStr | None = None
     trace_project: str | None = None
@@ -228,6 +229,7 @@ class Settings:
             hf_token=_secret(env, "HF_TOKEN"),
             langsmith_api_key=_secret(env, "LANGSMITH_API_KEY"),
             langsmith_workspace_id=env.get("LANGSMITH_WORKSPACE_ID") or None,
+            langsmith_web_url=(env.get("LANGSMITH_WEB_URL") or "").rstrip("/") or None,
             webhook_secret=_secret(env, "WEBHOOK_SECRET"),
             langsmith_webhook_secret=_secret(env, "LANGSMITH_WEBHOOK_SECRET"),
             trace_project=env.get("BRIDGE_TRACE_PROJECT") or None,

@@ -9,8 +9,14 @@ what already exists. That way a POST is never silently sent twice by two layers 
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from langsmith import Client
@@ -77,9 +83,11 @@ class Smith:
     """The bridge's view of LangSmith. Built from settings, lazily, never from environment globals."""
 
     def __init__(self, endpoint: str, api_key: str | None, workspace_id: str | None = None,
-                 timeout: float = 30.0) -> None:
-        self.endpoint, self.api_key, self.workspace_id, self.timeout = endpoint.rstrip("/"), api_key, workspace_id, timeout
+                 timeout: float = 30.0, web_url: str | None = None) -> None:
+        self.endpoint, self.api_key, self.workspace_id = endpoint.rstrip("/"), api_key, workspace_id
+        self.timeout, self._web_url = timeout, web_url
         self._client: Client | None = None
+        self.query_limiter = RateLimiter(15, 10.0)  # LangSmith cloud: POST /runs/query, 15 per 10 s per key
 
     @property
     def client(self) -> Client:
@@ -88,7 +96,7 @@ class Smith:
         if self._client is None:
             self._client = Client(api_url=self.endpoint, api_key=self.api_key, workspace_id=self.workspace_id,
                                   auto_batch_tracing=False, info=INFO, retry_config=idempotent_retry(),
-                                  timeout_ms=int(self.timeout * 1000))
+                                  timeout_ms=int(self.timeout * 1000), web_url=self._web_url)
         return self._client
 
     @property
@@ -99,3 +107,142 @@ class Smith:
         with smith_errors("connection check"):
             next(iter(self.client.list_datasets(limit=1)), None)
         return "reachable, key accepted"
+
+    # ---- experiments ----
+    UPLOAD_PATH = "/api/v1/datasets/upload-experiment"
+
+    def find_dataset(self, name: str) -> str | None:
+        with smith_errors(f"look up dataset {name!r}"):
+            found = next(iter(self.client.list_datasets(dataset_name=name, limit=1)), None)
+        return str(found.id) if found else None
+
+    def experiments(self, dataset_id: str, name: str | None = None) -> list:
+        with smith_errors("list experiments"):
+            return list(self.client.list_projects(reference_dataset_id=dataset_id, name=name))
+
+    def upload_experiment(self, body: BinaryIO) -> dict:
+        with smith_errors("upload experiment"):
+            response = self.client.request_with_retries(
+                "POST", self.UPLOAD_PATH, request_kwargs={"data": body, "headers": {"Content-Type": "application/json"}})
+        return response.json()
+
+    def dataset_url(self, dataset_id: str) -> str:
+        with smith_errors("read the workspace id"):
+            tenant = self.client._get_tenant_id()  # cached by the SDK after the first call
+        return f"{self.web_url}/o/{tenant}/datasets/{dataset_id}"
+
+    def compare_url(self, dataset_id: str, experiment_ids: list[str]) -> str:
+        """LangSmith's comparison view; with one experiment it is that experiment's page."""
+        return f"{self.dataset_url(dataset_id)}/compare?selectedSessions={','.join(experiment_ids)}"
+
+    # ---- runs and feedback (batched: never one request per run) ----
+    BATCH = 100
+
+    def runs_by_id(self, ids: list[str]) -> list[dict]:
+        """Full runs for `ids` with one `POST /runs/query` per 100 ids, paced under LangSmith's 15 per 10 s."""
+        found: list[dict] = []
+        for batch in batches(ids, self.BATCH):
+            self.query_limiter.wait()
+            with smith_errors(f"query {len(batch)} run(s)"):
+                found += [run.model_dump(mode="json") for run in self.client.list_runs(run_ids=batch, limit=len(batch))]
+        return found
+
+    def feedback_for(self, run_ids: list[str]) -> list[dict]:
+        """Every feedback item of `run_ids`, including corrections, in one listing per 100 runs."""
+        items: list[dict] = []
+        for batch in batches(run_ids, self.BATCH):
+            with smith_errors(f"list feedback of {len(batch)} run(s)"):
+                items += [f.model_dump(mode="json") for f in self.client.list_feedback(run_ids=batch)]
+        return items
+
+    def create_tokens(self, entries: list[dict]) -> list[dict]:
+        """Presigned feedback tokens, one `POST /feedback/tokens` per 100 entries (the SDK's batch wire form, but
+        across runs). The service answers in request order; each answer is joined back to its entry."""
+        tokens: list[dict] = []
+        for batch in batches(entries, self.BATCH):
+            with smith_errors(f"create {len(batch)} feedback link(s)"):
+                response = self.client.request_with_retries(
+                    "POST", "/feedback/tokens", request_kwargs={"data": json.dumps(batch, default=str)})
+            answers = response.json()
+            if len(answers) != len(batch):
+                raise UpstreamError(TARGET, f"asked for {len(batch)} feedback links, got {len(answers)}")
+            tokens += [{**entry, **answer} for entry, answer in zip(batch, answers)]
+        return tokens
+
+    def create_feedback_from_token(self, url: str, **fields: object) -> None:
+        """Submits feedback through a presigned URL (no API key needed or sent by the SDK for this call)."""
+        with smith_errors("submit feedback"):
+            self.client.create_feedback_from_token(url, **fields)
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class RateLimiter:
+    """Allows `calls` per `period` seconds; `wait()` blocks the calling worker until the next call is allowed."""
+
+    def __init__(self, calls: int, period: float, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.calls, self.period, self.clock, self.sleep = calls, period, clock, sleep
+        self.sent: deque[float] = deque()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = self.clock()
+            while self.sent and now - self.sent[0] >= self.period:
+                self.sent.popleft()
+            if len(self.sent) >= self.calls:
+                self.sleep(self.period - (now - self.sent[0]))
+                self.sent.popleft()
+            self.sent.append(self.clock())
+
+
+class ObjectFetcher:
+    """Fetches inputs/outputs LangSmith offloaded behind presigned object-store URLs.
+
+    A presigned URL carries its own authorisation, so this session never sends the API key. Only http(s), a size
+    cap, a timeout, and redirects followed by hand so one can never switch to another scheme.
+    """
+
+    MAX_REDIRECTS = 3
+
+    def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0) -> None:
+        self.api_root, self.max_bytes, self.timeout = api_root.rstrip("/") + "/", max_bytes, timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # no netrc credentials or proxy auth picked up from the environment
+
+    def fetch(self, url: str) -> bytes:
+        url = urljoin(self.api_root, url)
+        for _ in range(self.MAX_REDIRECTS + 1):
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise UpstreamError(TARGET, f"refused to fetch an object URL with scheme {urlsplit(url).scheme!r}")
+            try:
+                response = self.session.get(url, timeout=self.timeout, stream=True, allow_redirects=False)
+            except requests.RequestException as exc:
+                raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+            with response:
+                if response.is_redirect and response.headers.get("location"):
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code >= 400:
+                    raise UpstreamError(TARGET, "object fetch failed", status=response.status_code,
+                                        transient=is_transient_status(response.status_code))
+                return self._read_capped(response)
+        raise UpstreamError(TARGET, f"object fetch followed more than {self.MAX_REDIRECTS} redirects")
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise UpstreamError(TARGET, f"object larger than {self.max_bytes} bytes")
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise UpstreamError(TARGET, f"object larger than {self.max_bytes} bytes")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+        return b"".join(chunks)

@@ -31,3 +31,66 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+# ---- emulators and a bridge wired to them ----
+HF_TOKEN = "hf_test_token_5f2c9a"
+LS_KEY = "lsv2_test_key_8d1e4b"
+USER = "acme"
+
+
+@pytest.fixture
+def hub(tmp_path):
+    from bridge.sandbox.hub import HubEmulator
+
+    emulator = HubEmulator(tmp_path / "hub", tokens={HF_TOKEN: USER, "hf_read_only_token": USER})
+    handle = emulator.serve()
+    yield emulator
+    handle.stop()
+
+
+@pytest.fixture
+def smith():
+    from bridge.sandbox.langsmith_emu import LangSmithEmulator
+
+    emulator = LangSmithEmulator({LS_KEY}, rate_limits=False)
+    handle = emulator.serve()
+    yield emulator
+    handle.stop()
+
+
+@pytest.fixture
+def make_bridge(tmp_path, hub, smith):
+    """Builds a bridge Runtime (workers not started) from a bridge.yaml text, pointed at both emulators."""
+    from bridge.runtime import build_runtime
+    from bridge.settings import Settings
+
+    made = []
+
+    def make(config: str, state: Path | None = None, **env: str):
+        config_path = tmp_path / f"bridge-{len(made)}.yaml"
+        config_path.write_text(config)
+        values = {"HF_ENDPOINT": hub.base_url, "HF_TOKEN": HF_TOKEN, "LANGSMITH_ENDPOINT": smith.url,
+                  "LANGSMITH_API_KEY": LS_KEY, "LANGSMITH_WEB_URL": smith.url,
+                  "BRIDGE_STATE_DIR": str(state or tmp_path / "state"), **env}
+        runtime = build_runtime(Settings.from_env(values, config_path))
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.stop()
+
+
+def run_jobs(runtime, limit: int = 50) -> list:
+    """Runs every job that is due, in this thread, until none is left; returns them in order."""
+    from bridge.jobs import WorkerPool
+
+    pool = WorkerPool(runtime.store, runtime.handlers, services=runtime)
+    done = []
+    for _ in range(limit):
+        job = runtime.store.claim()
+        if job is None:
+            return done
+        done.append(pool.run_one(job))
+    pytest.fail(f"more than {limit} jobs ran")

@@ -7,4 +7,6 @@ from collections.abc import Callable
 
 def handlers() -> dict[str, Callable]:
     """The handler for each job kind the webhooks and the UI enqueue."""
-    return {}
+    from . import experiments, exports
+
+    return {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush}

@@ -1,0 +1,214 @@
+"""Job kind `experiment`: eval result files at one revision of a Hub repo -> LangSmith experiments (+ PR comment).
+
+Idempotent end to end: an experiment with the same name in the same dataset counts as uploaded (LangSmith is asked,
+not the local state), and a PR revision's comment carries a marker that is looked for before posting.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import FormatError, PartialFailure
+from ..formats.evals import UnrecognizedFormat, read_eval_file, sidecar_candidates
+from ..formats.pr_comment import Side, TaskResult, marker, render_comment
+from ..formats.upload import Spool, experiment_name, name_fields, render, window, write_body
+from ..globs import matches
+from ..routing import match_rule
+from ..settings import ExperimentRule
+
+log = logging.getLogger("bridge.flows.experiments")
+NULL_SHA = "0" * 40
+
+
+@dataclass
+class Target:
+    """Where one job reads from."""
+
+    repo: str
+    repo_type: str
+    ref: str
+    sha: str
+    pr: int | None
+
+    @property
+    def commit_url_path(self) -> str:
+        return f"/commit/{self.sha}"
+
+
+def resolve_rule(config: Any, payload: dict) -> ExperimentRule:
+    rule = match_rule(config, payload["repo"], payload["repo_type"])
+    if rule is None:
+        rule = ExperimentRule(repo=payload["repo"], repo_type=payload["repo_type"])  # manual upload, no rule
+    overrides = {k: payload[k] for k in ("format",) if payload.get(k)}
+    return rule.model_copy(update=overrides) if overrides else rule
+
+
+def select_files(hub: Any, target: Target, rule: ExperimentRule, payload: dict, tree: dict[str, str]) -> list[str]:
+    """The result files to upload: named ones, else those matching the rule that changed since the old revision."""
+    if payload.get("files"):
+        return list(payload["files"])
+    matching = [p for p in tree if matches(p, rule.files)]
+    # Files a reader uses beside another (lm-eval's results_*.json) are part of that file, not results of their own.
+    companions = {s for p in matching for s in sidecar_candidates(p, list(tree))}
+    candidates = sorted(p for p in matching if p not in companions)
+    old = payload.get("old_sha")
+    if payload.get("all_files") or (target.pr is None and (not old or old == NULL_SHA)):
+        return candidates
+    base = hub.tree(target.repo, target.repo_type, old if old and old != NULL_SHA else "main")
+    return [p for p in candidates if base.get(p) != tree[p]]
+
+
+class Upload:
+    """Uploads the files of one job, one experiment per file."""
+
+    def __init__(self, runtime: Any, target: Target, rule: ExperimentRule, tree: dict[str, str], workdir: Path,
+                 commit_time: datetime | None) -> None:
+        self.rt, self.target, self.rule, self.tree, self.workdir = runtime, target, rule, tree, workdir
+        self.commit_time = commit_time or datetime.now(timezone.utc)
+
+    def fetch(self, path: str) -> Path:
+        t = self.target
+        return self.rt.hub.download(t.repo, t.repo_type, t.sha, path, self.workdir)
+
+    def sidecar(self, path: str) -> bytes | None:
+        if path not in self.tree:
+            return None
+        return self.fetch(path).read_bytes()
+
+    def read(self, path: str) -> Any:
+        local = self.fetch(path)
+        columns = self.rule.columns.model_dump() if self.rule.columns else None
+        wanted = set(sidecar_candidates(path, list(self.tree)))
+        return read_eval_file(path, lambda: local.open("rb"), format=self.rule.format, columns=columns,
+                              sidecar=lambda p: self.sidecar(p) if p in wanted else None)
+
+    def one(self, path: str) -> dict:
+        try:
+            evals = self.read(path)
+        except UnrecognizedFormat as exc:
+            return {"file": path, "status": "skipped", "reason": str(exc)}
+        except FormatError as exc:
+            return {"file": path, "status": "failed", "error": str(exc)}
+        t = self.target
+        fields = name_fields(t.repo, t.ref, t.sha, t.pr, evals.task, evals.model)
+        dataset = render(self.rule.dataset_name, fields)
+        name = experiment_name(self.rule.experiment_name, fields)
+        if "{task}" not in self.rule.experiment_name:
+            name = f"{name} · {evals.task}"  # experiment names are unique per LangSmith workspace
+        outcome = {"file": path, "task": evals.task, "model": evals.model, "format": evals.format,
+                   "dataset": dataset, "experiment": name}
+        existing = self.existing(dataset, name)
+        if existing is not None:
+            return {**outcome, **existing, "status": "exists"}
+        try:
+            uploaded = self.upload(evals, dataset, name)
+        except FormatError as exc:
+            return {**outcome, "status": "failed", "error": str(exc)}
+        return {**outcome, **uploaded, "status": "uploaded"}
+
+    def existing(self, dataset: str, name: str) -> dict | None:
+        dataset_id = self.rt.smith.find_dataset(dataset)
+        if dataset_id is None:
+            return None
+        found = self.rt.smith.experiments(dataset_id, name=name)
+        if not found:
+            return None
+        meta = (found[0].extra or {}).get("metadata", {})
+        return self.links(dataset_id, str(found[0].id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))
+
+    def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
+        smith = self.rt.smith
+        return {"dataset_id": dataset_id, "experiment_id": experiment_id, "rows": rows, "scores": scores,
+                "experiment_url": smith.compare_url(dataset_id, [experiment_id]),
+                "dataset_url": smith.dataset_url(dataset_id)}
+
+    def metadata(self, evals: Any, path: str) -> dict:
+        t, hub = self.target, self.rt.hub
+        return {"hf_repo": t.repo, "hf_repo_type": t.repo_type, "hf_revision": t.sha, "hf_ref": t.ref,
+                "hf_pr": t.pr, "hf_file": path, "hf_commit_url": hub.web_url(t.repo, t.repo_type, t.commit_url_path),
+                "format": evals.format, "model": evals.model, "task": evals.task, "bridge_version": __version__}
+
+    def upload(self, evals: Any, dataset: str, name: str) -> dict:
+        spool = Spool(dataset)
+        for row in evals.rows:
+            spool.add(row)
+        if spool.rows == 0:
+            raise FormatError(evals.path, None, "the file has no rows")
+        start, end = window(spool, evals.started_at, evals.finished_at, self.commit_time)
+        meta = {**self.metadata(evals, evals.path), "bridge_rows": spool.rows, "bridge_scores": spool.means()}
+        header = {"experiment_name": name, "dataset_name": dataset, "experiment_metadata": meta,
+                  "experiment_description": f"{evals.task} from {self.target.repo}@{self.target.sha[:7]} ({evals.path})",
+                  "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
+        with tempfile.TemporaryFile() as body:
+            write_body(spool, header, start, end, body)
+            body.seek(0)
+            response = self.rt.smith.upload_experiment(body)
+        return self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
+                          spool.means())
+
+
+def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> Side | None:
+    """The newest experiment of a watched branch (not a PR) in the dataset."""
+    refs = {f"refs/heads/{b}" for b in branches}
+    candidates = []
+    for session in runtime.smith.experiments(dataset_id):
+        meta = (session.extra or {}).get("metadata", {})
+        if meta.get("hf_ref") in refs and meta.get("bridge_scores") is not None:
+            candidates.append((session.start_time, session, meta))
+    if not candidates:
+        return None
+    _, session, meta = max(candidates, key=lambda c: c[0])
+    return Side(session.name, runtime.smith.compare_url(dataset_id, [str(session.id)]), meta.get("bridge_rows", 0),
+                meta["bridge_scores"], str(session.id))
+
+
+def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: list[dict]) -> str | None:
+    hub, tag = runtime.hub, marker(target.sha)
+    if any(tag in text for text in hub.comments(target.repo, target.repo_type, target.pr)):
+        return "already commented"
+    results, failures = [], []
+    for o in outcomes:
+        if o["status"] not in ("uploaded", "exists"):
+            failures.append(f"{o['file']}: {o.get('error') or o.get('reason')}")
+            continue
+        base = baseline(runtime, o["dataset_id"], rule.branches)
+        mine = Side(o["experiment"], o["experiment_url"], o["rows"] or 0, o.get("scores") or {}, o["experiment_id"])
+        ids = [mine.id] + ([base.id] if base else [])
+        results.append(TaskResult(o["task"], o.get("model"), mine, base, runtime.smith.compare_url(o["dataset_id"], ids)))
+    text = render_comment(target.sha, target.pr, results, failures)
+    return hub.comment(target.repo, target.repo_type, target.pr, text)
+
+
+def run(job: Any, ctx: Any) -> dict:
+    rt, p = ctx.services, job.payload
+    target = Target(p["repo"], p["repo_type"], p["ref"], p["sha"], p.get("pr"))
+    rule = resolve_rule(rt.settings.config, p)
+    rt.smith.client  # fail early with the missing-key message before any download
+    tree = rt.hub.tree(target.repo, target.repo_type, target.sha)
+    files = select_files(rt.hub, target, rule, p, tree)
+    _, commit_time = rt.hub.revision_info(target.repo, target.repo_type, target.sha)
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="bridge-exp-") as workdir:
+        upload = Upload(rt, target, rule, tree, Path(workdir), commit_time)
+        for done, path in enumerate(files):
+            ctx.progress(done, len(files), "files")
+            outcomes.append(upload.one(path) if path in tree else
+                            {"file": path, "status": "failed", "error": f"{path} is not in revision {target.sha[:7]}"})
+        ctx.progress(len(files), len(files), "files")
+    result = {"repo": target.repo, "revision": target.sha, "ref": target.ref, "files": outcomes}
+    if not files:
+        result["note"] = "no result files changed in this revision"
+    if target.pr is not None and any(o["status"] in ("uploaded", "exists") for o in outcomes):
+        result["comment_url"] = comment_on_pr(rt, target, rule, outcomes)
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if failed:
+        raise PartialFailure(f"{len(failed)} of {len(files)} file(s) failed: " +
+                             "; ".join(o["error"] for o in failed), result)
+    return result
+

@@ -1,0 +1,355 @@
+"""Job kinds `export` and `flush`: LangSmith runs -> rows buffered in the state dir -> few commits to a Hub dataset.
+
+`export` (one per delivery) completes the runs (object URLs, else batched /runs/query), joins their feedback by
+run id, adds presigned feedback links, redacts, maps every preset and buffers the rows durably. `flush` (one per
+repo per flush window) commits what is buffered as new parquet shards.
+
+Exactly once: a run id is buffered at most once per repo (UNIQUE), skipped when already exported, and the exported
+set is rebuilt from the repo's own `runs` shards when the state dir is new. A shard's name is derived from the run
+ids it holds, so a flush retried after a crash finds its shard already in the repo instead of writing it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import FormatError, UpstreamError
+from ..formats.card import render_card, shard_path
+from ..formats.redact import Redactor
+from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_web_url
+from ..formats.training import preset_rows, to_parquet_bytes, to_table
+from ..settings import ExportTarget
+from ..smith import ObjectFetcher
+
+log = logging.getLogger("bridge.flows.exports")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS export_buffer (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    rows TEXT NOT NULL,
+    end_time TEXT,
+    job_id INTEGER,
+    created_at REAL NOT NULL,
+    UNIQUE (repo, run_id)
+);
+CREATE TABLE IF NOT EXISTS exported (
+    repo TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    end_time TEXT,
+    PRIMARY KEY (repo, run_id)
+);
+CREATE TABLE IF NOT EXISTS export_repos (
+    repo TEXT PRIMARY KEY,
+    synced_shards TEXT NOT NULL DEFAULT '[]',
+    card TEXT
+);
+"""
+FLUSH = "flush"
+RUNS_PREFIX = "runs/"
+
+
+class Ledger:
+    """The export tables: what is buffered, what is already in each repo."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.db = store, store.db
+        self.db.migrate(SCHEMA)
+
+    def known(self, repo: str, run_ids: list[str]) -> set[str]:
+        marks = ",".join("?" * len(run_ids))
+        with self.db.tx() as conn:
+            rows = conn.execute(f"SELECT run_id FROM exported WHERE repo = ? AND run_id IN ({marks}) UNION "
+                                f"SELECT run_id FROM export_buffer WHERE repo = ? AND run_id IN ({marks})",
+                                (repo, *run_ids, repo, *run_ids)).fetchall()
+        return {r["run_id"] for r in rows}
+
+    def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int) -> int:
+        now = self.store.clock()
+        with self.db.tx() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             [(repo, rid, json.dumps(r, default=str), end, job_id, now) for rid, r, end in rows])
+            return conn.total_changes - before
+
+    def buffered(self, repo: str, limit: int) -> list[Any]:
+        with self.db.tx() as conn:
+            return conn.execute("SELECT * FROM export_buffer WHERE repo = ? ORDER BY id LIMIT ?",
+                                (repo, limit)).fetchall()
+
+    def pending(self, repo: str) -> int:
+        with self.db.tx() as conn:
+            return conn.execute("SELECT COUNT(*) FROM export_buffer WHERE repo = ?", (repo,)).fetchone()[0]
+
+    def repos_with_buffer(self) -> list[str]:
+        with self.db.tx() as conn:
+            return [r["repo"] for r in conn.execute("SELECT DISTINCT repo FROM export_buffer").fetchall()]
+
+    def mark_exported(self, repo: str, entries: list[tuple[str, str | None]]) -> None:
+        with self.db.tx() as conn:
+            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time) VALUES (?, ?, ?)",
+                             [(repo, rid, end) for rid, end in entries])
+            conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?",
+                             [(repo, rid) for rid, _ in entries])
+
+    def repo_state(self, repo: str) -> tuple[set[str], str | None]:
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT * FROM export_repos WHERE repo = ?", (repo,)).fetchone()
+        return (set(json.loads(row["synced_shards"])), row["card"]) if row else (set(), None)
+
+    def save_repo_state(self, repo: str, shards: set[str], card: str | None) -> None:
+        with self.db.tx() as conn:
+            conn.execute("INSERT INTO export_repos (repo, synced_shards, card) VALUES (?, ?, ?) ON CONFLICT (repo) "
+                         "DO UPDATE SET synced_shards = excluded.synced_shards, card = excluded.card",
+                         (repo, json.dumps(sorted(shards)), card))
+
+    def newest_end_time(self, repo: str) -> str | None:
+        with self.db.tx() as conn:
+            return conn.execute("SELECT MAX(end_time) FROM exported WHERE repo = ?", (repo,)).fetchone()[0]
+
+
+# ---------------------------------------------------------------- export: runs -> buffered rows
+
+
+def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
+    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
+    fetcher = ObjectFetcher(runtime.settings.langsmith_endpoint, timeout=runtime.settings.request_timeout)
+    missing = []
+    for run in runs:
+        urls = offloaded_payload_urls(run)
+        for field in ("inputs", "outputs"):
+            if run.get(field) is not None:
+                continue
+            if field in urls:
+                try:
+                    run[field] = json.loads(fetcher.fetch(urls[field]))
+                    counts["objects_fetched"] += 1
+                    continue
+                except (UpstreamError, ValueError) as exc:
+                    log.info("object URL for run %s %s failed (%s); will query the run", run["id"], field, exc)
+            missing.append(run)
+            break
+    if missing:
+        fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id([str(r["id"]) for r in missing])}
+        counts["runs_queried"] += len(missing)
+        for run in missing:
+            full = fetched.get(str(run["id"]), {})
+            for field in ("inputs", "outputs"):
+                if run.get(field) is None:
+                    run[field] = full.get(field)
+    return runs
+
+
+def feedback_links(runtime: Any, target: ExportTarget, run_ids: list[str]) -> dict[str, list[dict]]:
+    links = target.feedback_links
+    if not links or not run_ids:
+        return {}
+    expires = datetime.now(timezone.utc) + timedelta(hours=links.expires_hours)
+    entries = [{"run_id": rid, "feedback_key": key, "expires_at": expires.isoformat()}
+               for rid in run_ids for key in links.keys]
+    grouped: dict[str, list[dict]] = {}
+    for token in runtime.smith.create_tokens(entries):
+        grouped.setdefault(token["run_id"], []).append(
+            {"key": token["feedback_key"], "url": token["url"], "expires_at": token["expires_at"]})
+    return grouped
+
+
+def rows_for_target(runtime: Any, target: ExportTarget, rule_id: str, runs: list[dict],
+                    feedback: dict[str, list[dict]], counts: dict) -> list[tuple[str, dict, str | None]]:
+    redactor = Redactor(target.redact)
+    links = feedback_links(runtime, target, [str(r["id"]) for r in runs])
+    web = runtime.smith.web_url
+    out = []
+    for run in runs:
+        rid = str(run["id"])
+        clean_run = redactor.apply(run)
+        clean_feedback = [redactor.apply(f) for f in feedback.get(rid, [])]
+        try:
+            per_preset = {"runs": [run_row(clean_run, rule_id=rule_id, feedback=clean_feedback,
+                                           feedback_urls=links.get(rid, []), web_url=run_web_url(web, run))]}
+        except FormatError as exc:
+            counts["skipped"][str(exc)] = counts["skipped"].get(str(exc), 0) + 1
+            continue
+        for preset in target.presets:
+            if preset == "runs":
+                continue
+            rows, reason = preset_rows(preset, clean_run, clean_feedback,
+                                       positive_threshold=target.positive_threshold)
+            per_preset[preset] = rows
+            if reason:
+                counts["preset_skips"].setdefault(preset, {})
+                counts["preset_skips"][preset][reason] = counts["preset_skips"][preset].get(reason, 0) + 1
+        out.append((rid, per_preset, per_preset["runs"][0].get("end_time")))
+    for kind, n in redactor.counts.items():
+        counts["redactions"][kind] = counts["redactions"].get(kind, 0) + n
+    return out
+
+
+def flush_delay(target: ExportTarget, now: float) -> tuple[str, float]:
+    """(window id, seconds until the window closes): at most one commit per repo per window."""
+    if target.flush_seconds <= 0:
+        return f"now-{now:.6f}", 0.0
+    window = math.floor(now / target.flush_seconds)
+    return str(window), (window + 1) * target.flush_seconds - now
+
+
+def schedule_flush(runtime: Any, target: ExportTarget, trigger: str) -> int:
+    store, ledger = runtime.store, runtime.ledger
+    window, delay = flush_delay(target, store.clock())
+    if ledger.pending(target.repo) >= target.max_rows_per_commit:
+        window, delay = f"full-{ledger.buffered(target.repo, 1)[0]['id']}", 0.0
+    job, _ = store.enqueue(FLUSH, f"{FLUSH}:{target.repo}:{window}", {"repo": target.repo}, trigger=trigger,
+                           subject=target.repo, delay=delay)
+    return job.id
+
+
+def delivery_runs(runtime: Any, payload: dict) -> tuple[str, list, list]:
+    if "delivery_id" in payload:
+        body = json.loads(runtime.store.delivery(payload["delivery_id"])["body"])
+    else:
+        body = payload
+    return body["rule_id"], body.get("runs") or [], body.get("threads") or []
+
+
+def run_export(job: Any, ctx: Any) -> dict:
+    rt = ctx.services
+    rule_id, raw_runs, threads = delivery_runs(rt, job.payload)
+    counts = {"runs": len(raw_runs), "without_id": 0, "already_exported": 0, "objects_fetched": 0,
+              "runs_queried": 0, "feedback": 0, "buffered": 0, "redactions": {}, "preset_skips": {}, "skipped": {},
+              "threads": len(threads)}
+    runs, seen = [], set()
+    for run in raw_runs:
+        if not isinstance(run, dict) or not run.get("id"):
+            counts["without_id"] += 1
+        elif str(run["id"]) not in seen:
+            seen.add(str(run["id"]))
+            runs.append(dict(run))
+    targets = rt.settings.config.exports_for(rule_id)
+    result = {"rule_id": rule_id, "targets": [t.repo for t in targets], "counts": counts, "flush_jobs": []}
+    todo = {t.repo: [r for r in runs if str(r["id"]) not in rt.ledger.known(t.repo, [str(r["id"])])] for t in targets}
+    needed = {str(r["id"]): r for rs in todo.values() for r in rs}
+    counts["already_exported"] = len(runs) * len(targets) - sum(len(v) for v in todo.values())
+    if needed:
+        complete_runs(rt, list(needed.values()), counts)
+        feedback_items = rt.smith.feedback_for(list(needed))
+        counts["feedback"] = len(feedback_items)
+        feedback = group_feedback(feedback_items)
+        for target in targets:
+            rows = rows_for_target(rt, target, rule_id, todo[target.repo], feedback, counts)
+            counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
+    for target in targets:
+        if rt.ledger.pending(target.repo):
+            result["flush_jobs"].append(schedule_flush(rt, target, job.trigger))
+    return result
+
+
+# ---------------------------------------------------------------- flush: buffered rows -> one commit
+
+
+def shard_id(run_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
+
+
+def sync_exported(runtime: Any, repo: str, head: str | None, tree: dict[str, str]) -> None:
+    """Learns which runs the repo already holds by reading the run_id column of `runs` shards not seen yet."""
+    ledger, hub = runtime.ledger, runtime.hub
+    synced, card = ledger.repo_state(repo)
+    shards = {p for p in tree if p.startswith(RUNS_PREFIX) and p.endswith(".parquet")}
+    for path in sorted(shards - synced):
+        data = hub.read_bytes(repo, "dataset", head or "main", path)
+        table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time"])
+        ends = [str(e) if e is not None else None for e in table.column("end_time").to_pylist()]
+        ledger.mark_exported(repo, list(zip(table.column("run_id").to_pylist(), ends)))
+    ledger.save_repo_state(repo, shards | synced, card)
+
+
+def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
+    """One parquet shard per preset that has rows (`runs` always), named after the run ids they hold."""
+    sid = shard_id([r["run_id"] for r in rows])
+    when = datetime.fromtimestamp(rows[0]["created_at"], timezone.utc)
+    decoded = [json.loads(r["rows"]) for r in rows]
+    files = {}
+    for preset in target.presets:
+        preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]
+        if preset_rows_ or preset == "runs":
+            files[shard_path(preset, when, sid)] = to_parquet_bytes(to_table(preset, preset_rows_))
+    return files
+
+
+def build_card(target: ExportTarget, rule_ids: list[str], paths: set[str]) -> str:
+    """The dataset card lists a config only for presets that have a shard, so every config loads."""
+    presets = [p for p in target.presets if any(path.startswith(f"{p}/") for path in paths)]
+    return render_card(target.repo, presets, rule_ids, __version__, positive_threshold=target.positive_threshold,
+                       redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
+
+
+def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: dict) -> bool:
+    """Commits one batch; returns False when nothing was left to commit.
+
+    Syncing first drops from the buffer every run the repo already holds, including a batch whose commit landed
+    just before a crash, so what is committed here is always new.
+    """
+    ledger, hub, repo = runtime.ledger, runtime.hub, target.repo
+    head, tree = hub.head_and_tree(repo)
+    sync_exported(runtime, repo, head, tree)
+    rows = ledger.buffered(repo, target.max_rows_per_commit)
+    if not rows:
+        return False
+    files = build_shards(target, rows)
+    card = build_card(target, rule_ids, set(tree) | set(files))
+    synced, known_card = ledger.repo_state(repo)
+    if card != known_card and hub.read_text(repo, "README.md", tree) != card:
+        files["README.md"] = card.encode()
+    oid = hub.commit(repo, files, f"Add {len(rows)} run(s)", parent=head)
+    runtime.store.remember_commit(oid, repo)
+    shards = {p for p in files if p.startswith(RUNS_PREFIX)}
+    ledger.save_repo_state(repo, synced | shards, card)
+    ledger.mark_exported(repo, [(r["run_id"], r["end_time"]) for r in rows])
+    counts["commits"] += 1
+    counts["runs_committed"] += len(rows)
+    return True
+
+
+def run_flush(job: Any, ctx: Any) -> dict:
+    rt, repo = ctx.services, job.payload["repo"]
+    targets = [t for t in rt.settings.config.exports if t.repo == repo]
+    if not targets:
+        return {"repo": repo, "note": "no exports entry writes to this repo any more; rows stay buffered"}
+    target = targets[0]
+    rt.hub.ensure_dataset(repo, target.private)
+    counts = {"commits": 0, "runs_committed": 0}
+    rule_ids = sorted({t.rule_id for t in targets})
+    for attempt in range(3):
+        try:
+            while flush_once(rt, target, rule_ids, counts):
+                if rt.ledger.pending(repo) < target.max_rows_per_commit:
+                    break  # the rest waits for the next window: at most one commit per window
+            break
+        except UpstreamError as exc:
+            if exc.status not in (409, 412) or attempt == 2:
+                raise
+            log.info("%s moved while committing; rebasing onto the new head", repo)
+    if rt.ledger.pending(repo):
+        schedule_flush(rt, target, job.trigger)
+    return {"repo": repo, **counts, "commit_url": rt.hub.web_url(repo, "dataset", "/tree/main"),
+            "pending": rt.ledger.pending(repo)}
+
+
+def resume(runtime: Any) -> None:
+    """At start: buffered rows whose flush job is gone (state from an older run) get one scheduled."""
+    for repo in runtime.ledger.repos_with_buffer():
+        targets = [t for t in runtime.settings.config.exports if t.repo == repo]
+        if targets:
+            schedule_flush(runtime, targets[0], "reconcile")
+
