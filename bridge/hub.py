@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
@@ -110,6 +110,14 @@ class Hub:
     # ---- writing a dataset ----
     def ensure_dataset(self, repo: str, private: bool) -> None:
         self.require_token(f"write to {repo}")
+        with hub_errors(f"read dataset {repo}"):
+            try:
+                self.api.repo_info(repo, repo_type="dataset")
+                return
+            except RepositoryNotFoundError:
+                pass
+        # Only reached when the repo is missing: huggingface_hub 2.4's create_repo(exist_ok=True) answers a 403 on
+        # an existing repo by building a RepoUrl without the endpoint, which fails for any host but huggingface.co.
         with hub_errors(f"create dataset {repo} (needs a token with write access to {repo.split('/')[0]})"):
             self.api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,7 +144,10 @@ class Smith:
         found: list[dict] = []
         for batch in batches(ids, self.BATCH):
             self.query_limiter.wait()
-            with smith_errors(f"query {len(batch)} run(s)"):
+            with smith_errors(f"query {len(batch)} run(s)"), warnings.catch_warnings():
+                # list_runs is deprecated for client.runs.query, which needs the v2 API self-hosted and older
+                # instances lack; the v1 route is what every instance serves today.
+                warnings.simplefilter("ignore", DeprecationWarning)
                 found += [run.model_dump(mode="json") for run in self.client.list_runs(run_ids=batch, limit=len(batch))]
         return found
 
