@@ -48,6 +48,24 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def finite(value: Any) -> Any:
+    """NaN and infinities (pandas, numpy and lm-eval write them) are not JSON: they become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> str:
+    try:
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(value), default=str, allow_nan=False)
+
+
 def score_dict(score: Any) -> dict:
     out = {"key": score.key[:180]}
     for name in ("score", "value", "comment", "feedback_config"):
@@ -100,7 +118,7 @@ class Spool:
             self.untimed += 1
         self._count_scores(row.scores)
         # A one-letter mark says whether the row still needs times, so the second pass parses only those rows.
-        self.file.write(("T" if "start_time" in result else "U") + json.dumps(result, default=str) + "\n")
+        self.file.write(("T" if "start_time" in result else "U") + strict_json(result) + "\n")
         self.rows += 1
 
     def _widen(self, start: datetime, end: datetime) -> None:
@@ -150,6 +168,6 @@ def write_body(spool: Spool, header: dict, start: datetime, end: datetime, out: 
             row_start = start + step * untimed
             row["start_time"], row["end_time"] = iso(row_start), iso(min(end, row_start + step))
             untimed += 1
-            text = json.dumps(row, default=str)
+            text = strict_json(row)
         out.write((b"," if i else b"") + text.encode())
     out.write(b"]}")
