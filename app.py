@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -40,6 +42,7 @@ def configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")  # WebhooksServer is marked experimental
     configure_logging()
     env = dict(os.environ)
     sandbox = None
@@ -62,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     server = build_server(runtime, ui)
     runtime.start_workers()
     share = not args.no_share and settings.space_id is None
-    server.launch(prevent_thread_lock=True, share=share, server_name=args.host, server_port=args.port,
-                  show_error=True, quiet=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # WebhooksServer prints its own URL list; ours follows
+        server.launch(prevent_thread_lock=True, share=share, server_name=args.host, server_port=args.port,
+                      show_error=True, quiet=True)
     add_routes(server, runtime)
     runtime.public_url = (f"https://{settings.space_host}" if settings.space_host
                           else (ui.share_url or ui.local_url)).rstrip("/")

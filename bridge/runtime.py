@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +81,8 @@ def warn_open_endpoints(settings: Settings) -> list[str]:
 
 
 def build_server(runtime: Runtime, ui: Any) -> WebhooksServer:
-    server = WebhooksServer(ui=ui)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints advice about WEBHOOK_SECRET that does not apply here
+        server = WebhooksServer(ui=ui)
     # WebhooksServer would wrap every route in its own header-only, non-constant-time check of WEBHOOK_SECRET,
     # which breaks LangSmith's ?secret= deliveries. Each endpoint checks its own source's secret instead.
     server.webhook_secret = None

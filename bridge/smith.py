@@ -151,6 +151,22 @@ class Smith:
                 found += [run.model_dump(mode="json") for run in self.client.list_runs(run_ids=batch, limit=len(batch))]
         return found
 
+    def project_id(self, name: str) -> str:
+        with smith_errors(f"read project {name!r}"):
+            return str(self.client.read_project(project_name=name).id)
+
+    def runs_page(self, project_id: str, *, filter: str | None, start_time: str | None,
+                  cursor: str | None) -> tuple[list[dict], str | None]:
+        """One page (≤ 100 runs) of a project's runs, and the cursor of the next page. Paged by hand so a back-fill
+        can save its cursor and resume after a restart, and so each page waits for the rate limit."""
+        self.query_limiter.wait()
+        with smith_errors("query runs"):
+            response = self.client.request_with_retries(
+                "POST", "/runs/query", request_kwargs={"data": json.dumps(_query_body(project_id, filter, start_time,
+                                                                                      cursor))})
+        body = response.json()
+        return body.get("runs", []), (body.get("cursors") or {}).get("next")
+
     def feedback_for(self, run_ids: list[str]) -> list[dict]:
         """Every feedback item of `run_ids`, including corrections, in one listing per 100 runs."""
         items: list[dict] = []
@@ -250,3 +266,14 @@ class ObjectFetcher:
         except requests.RequestException as exc:
             raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
         return b"".join(chunks)
+
+
+def _query_body(project_id: str, filter: str | None, start_time: str | None, cursor: str | None) -> dict:
+    body: dict = {"session": [project_id], "limit": Smith.BATCH}
+    if filter:
+        body["filter"] = filter
+    if start_time:
+        body["start_time"] = start_time
+    if cursor:
+        body["cursor"] = cursor
+    return body

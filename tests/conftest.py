@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> object:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 def handlers() -> dict[str, Callable]:
     """The handler for each job kind the webhooks and the UI enqueue."""
-    from . import experiments, exports
+    from . import backfill, experiments, exports
 
-    return {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush}
+    return {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush,
+            backfill.BACKFILL: backfill.run_backfill}

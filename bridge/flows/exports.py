@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS exported (
     end_time TEXT,
     PRIMARY KEY (repo, run_id)
 );
+CREATE TABLE IF NOT EXISTS recent_runs (
+    repo TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    committed_at REAL NOT NULL,
+    row TEXT NOT NULL,
+    PRIMARY KEY (repo, run_id)
+);
 CREATE TABLE IF NOT EXISTS export_repos (
     repo TEXT PRIMARY KEY,
     synced_shards TEXT NOT NULL DEFAULT '[]',
@@ -113,6 +120,21 @@ class Ledger:
             conn.execute("INSERT INTO export_repos (repo, synced_shards, card) VALUES (?, ?, ?) ON CONFLICT (repo) "
                          "DO UPDATE SET synced_shards = excluded.synced_shards, card = excluded.card",
                          (repo, json.dumps(sorted(shards)), card))
+
+    def remember_recent(self, repo: str, rows: list[Any], keep: int = 500) -> None:
+        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
+        now = self.store.clock()
+        with self.db.tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
+                             [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
+            conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
+                         "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
+
+    def recent(self, limit: int = 50) -> list[dict]:
+        with self.db.tx() as conn:
+            rows = conn.execute("SELECT repo, run_id, committed_at, row FROM recent_runs "
+                                "ORDER BY committed_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [{"repo": r["repo"], "committed_at": r["committed_at"], **json.loads(r["row"])} for r in rows]
 
     def newest_end_time(self, repo: str) -> str | None:
         with self.db.tx() as conn:
@@ -222,12 +244,17 @@ def delivery_runs(runtime: Any, payload: dict) -> tuple[str, list, list]:
     return body["rule_id"], body.get("runs") or [], body.get("threads") or []
 
 
-def run_export(job: Any, ctx: Any) -> dict:
-    rt = ctx.services
-    rule_id, raw_runs, threads = delivery_runs(rt, job.payload)
-    counts = {"runs": len(raw_runs), "without_id": 0, "already_exported": 0, "objects_fetched": 0,
-              "runs_queried": 0, "feedback": 0, "buffered": 0, "redactions": {}, "preset_skips": {}, "skipped": {},
-              "threads": len(threads)}
+def new_counts(runs: int = 0, threads: int = 0) -> dict:
+    return {"runs": runs, "without_id": 0, "already_exported": 0, "objects_fetched": 0, "runs_queried": 0,
+            "feedback": 0, "buffered": 0, "redactions": {}, "preset_skips": {}, "skipped": {}, "threads": threads}
+
+
+def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[ExportTarget], job: Any,
+                counts: dict, schedule: bool = True) -> list[int]:
+    """The one path every run takes to a dataset (webhook deliveries and back-fills alike); returns flush job ids.
+
+    With `schedule=False` a flush is only scheduled once a full commit's worth of rows waits (a back-fill
+    schedules its own at the end, instead of one per page)."""
     runs, seen = [], set()
     for run in raw_runs:
         if not isinstance(run, dict) or not run.get("id"):
@@ -235,23 +262,32 @@ def run_export(job: Any, ctx: Any) -> dict:
         elif str(run["id"]) not in seen:
             seen.add(str(run["id"]))
             runs.append(dict(run))
-    targets = rt.settings.config.exports_for(rule_id)
-    result = {"rule_id": rule_id, "targets": [t.repo for t in targets], "counts": counts, "flush_jobs": []}
-    todo = {t.repo: [r for r in runs if str(r["id"]) not in rt.ledger.known(t.repo, [str(r["id"])])] for t in targets}
+    ids = [str(r["id"]) for r in runs]
+    todo = {}
+    for target in targets:
+        known = rt.ledger.known(target.repo, ids) if ids else set()
+        todo[target.repo] = [r for r in runs if str(r["id"]) not in known]
+        counts["already_exported"] += len(known)
     needed = {str(r["id"]): r for rs in todo.values() for r in rs}
-    counts["already_exported"] = len(runs) * len(targets) - sum(len(v) for v in todo.values())
     if needed:
         complete_runs(rt, list(needed.values()), counts)
         feedback_items = rt.smith.feedback_for(list(needed))
-        counts["feedback"] = len(feedback_items)
+        counts["feedback"] += len(feedback_items)
         feedback = group_feedback(feedback_items)
         for target in targets:
-            rows = rows_for_target(rt, target, rule_id, todo[target.repo], feedback, counts)
+            rows = rows_for_target(rt, target, rule_id or target.rule_id, todo[target.repo], feedback, counts)
             counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
-    for target in targets:
-        if rt.ledger.pending(target.repo):
-            result["flush_jobs"].append(schedule_flush(rt, target, job.trigger))
-    return result
+    due = [t for t in targets if rt.ledger.pending(t.repo) >= (1 if schedule else t.max_rows_per_commit)]
+    return [schedule_flush(rt, t, job.trigger) for t in due]
+
+
+def run_export(job: Any, ctx: Any) -> dict:
+    rt = ctx.services
+    rule_id, raw_runs, threads = delivery_runs(rt, job.payload)
+    targets = rt.settings.config.exports_for(rule_id)
+    counts = new_counts(len(raw_runs), len(threads))
+    flush_jobs = export_runs(rt, rule_id, raw_runs, targets, job, counts)
+    return {"rule_id": rule_id, "targets": [t.repo for t in targets], "counts": counts, "flush_jobs": flush_jobs}
 
 
 # ---------------------------------------------------------------- flush: buffered rows -> one commit
@@ -316,6 +352,7 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     shards = {p for p in files if p.startswith(RUNS_PREFIX)}
     ledger.save_repo_state(repo, synced | shards, card)
     ledger.mark_exported(repo, [(r["run_id"], r["end_time"]) for r in rows])
+    ledger.remember_recent(repo, rows)
     counts["commits"] += 1
     counts["runs_committed"] += len(rows)
     return True

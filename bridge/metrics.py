@@ -1,0 +1,314 @@
+"""Prometheus metrics: webhook answers, job transitions, queue state, upstream HTTP calls, exports, experiments.
+
+Each `Metrics` owns its `CollectorRegistry` (never the process-global one), so several apps or tests in one process
+never clash. The queue gauges are read from SQLite at scrape time, so they are right even after a restart.
+
+Label values are bounded: fixed vocabularies where one exists, and a cap on distinct values (then "other") where
+they come from outside, such as repo names. No label ever carries a URL, header or body, so no secret can leak.
+
+Feeding points (see each docstring): `on_answer` is `WebhookEndpoint.on_answer`, `on_job` a `JobStore.listeners`
+entry (`watch(store)` adds it and the gauges), `instrument_httpx_client` / `instrument_requests_session` wrap the
+HTTP clients, `rows_exported` / `experiment` are called by the flows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import requests
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from pydantic import SecretStr
+from requests.adapters import BaseAdapter
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from .jobs import STATES, Job, JobStore
+
+log = logging.getLogger("bridge.metrics")
+
+OTHER = "other"
+OUTCOMES = ("queued", "duplicate", "ignored", "rejected")
+TARGETS = ("hub", "langsmith", "objects")
+# LangSmith drops a webhook that takes more than 5 s; the buckets resolve milliseconds up to that budget.
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class BoundedLabel:
+    """Maps label values to at most `limit` distinct ones; later newcomers (or values outside `allowed`) are "other".
+
+    Unbounded labels make Prometheus keep a series per value forever, so outside input must never pick them freely.
+    """
+
+    def __init__(self, limit: int, allowed: tuple[str, ...] | None = None) -> None:
+        self.limit, self.allowed = limit, allowed
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, value: object) -> str:
+        text = str(value)
+        if self.allowed is not None:
+            return text if text in self.allowed else OTHER
+        with self.lock:
+            if text in self.seen or len(self.seen) < self.limit:
+                self.seen.add(text)
+                return text
+        return OTHER
+
+
+def _never_raises(method: Callable) -> Callable:
+    """Metrics are called from the webhook handler and the job store: a metrics bug must not fail a delivery."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            log.exception("recording a metric failed in %s", method.__name__)
+
+    return wrapper
+
+
+class Metrics:
+    def __init__(self, *, max_repos: int = 100, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.clock = clock
+        reg = self.registry
+        self.deliveries = Counter("bridge_deliveries", "Webhook deliveries answered, by source and outcome.",
+                                  ["source", "outcome"], registry=reg)
+        self.ack_seconds = Histogram("bridge_ack_seconds", "Time from receiving a webhook to answering it.",
+                                     ["source"], buckets=ACK_BUCKETS, registry=reg)
+        self.job_transitions = Counter("bridge_job_transitions", "Jobs entering a state, by kind and state.",
+                                       ["kind", "state"], registry=reg)
+        self.upstream_requests = Counter("bridge_upstream_requests",
+                                         "HTTP requests to upstream services, by HTTP status or 'error'.",
+                                         ["target", "status"], registry=reg)
+        self.rows = Counter("bridge_rows_exported", "Rows appended to Hub datasets, by repo.", ["repo"],
+                            registry=reg)
+        self.experiments = Counter("bridge_experiments_uploaded", "Experiment uploads to LangSmith, by status.",
+                                   ["status"], registry=reg)
+        self._source = BoundedLabel(10)
+        self._target = BoundedLabel(len(TARGETS), TARGETS)
+        self._outcome = BoundedLabel(len(OUTCOMES), OUTCOMES)
+        self._kind = BoundedLabel(20)
+        self._state = BoundedLabel(len(STATES), STATES)
+        self._repo = BoundedLabel(max_repos)
+        self._experiment_status = BoundedLabel(20)
+
+    # ---- feeding ----
+    @_never_raises
+    def on_answer(self, source: str, outcome: str, seconds: float) -> None:
+        """Matches `WebhookEndpoint.on_answer`: one call per answered delivery."""
+        source = self._source(source)
+        self.deliveries.labels(source, self._outcome(outcome)).inc()
+        self.ack_seconds.labels(source).observe(max(0.0, seconds))
+
+    @_never_raises
+    def on_job(self, job: Job) -> None:
+        """A `JobStore.listeners` entry: the job as it is after a transition."""
+        self.job_transitions.labels(self._kind(job.kind), self._state(job.state)).inc()
+
+    @_never_raises
+    def upstream(self, target: str, status: int | str) -> None:
+        """One upstream HTTP answer (its status code) or failure to get one (`"error"`)."""
+        self.upstream_requests.labels(self._target(target), str(status)).inc()
+
+    @_never_raises
+    def rows_exported(self, repo: str, n: int) -> None:
+        if n < 0:
+            log.warning("rows_exported called with a negative count (%s) for %s; ignored", n, repo)
+            return
+        self.rows.labels(self._repo(repo)).inc(n)
+
+    @_never_raises
+    def experiment(self, status: str) -> None:
+        self.experiments.labels(self._experiment_status(status)).inc()
+
+    def watch(self, store: JobStore) -> "Metrics":
+        """Counts the store's transitions and adds the scrape-time queue gauges. Call once per store."""
+        store.listeners.append(self.on_job)
+        self.registry.register(StoreCollector(JobStats(store), self.clock))
+        return self
+
+    # ---- exposing ----
+    def render(self) -> tuple[bytes, str]:
+        """(body, content type) in the Prometheus text format 0.0.4, which every Prometheus version reads."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+class JobStats:
+    """Read-only queries over the `jobs` table for the scrape-time gauges."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        with self.store.db.tx() as conn:
+            rows = conn.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state").fetchall()
+        return {(r["kind"], r["state"]): r["n"] for r in rows}
+
+    def oldest_queued_created_at(self) -> float | None:
+        with self.store.db.tx() as conn:
+            row = conn.execute("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
+        return row["t"]
+
+
+class StoreCollector:
+    """Gauges computed from the store on every scrape (a custom collector, so they never go stale)."""
+
+    def __init__(self, stats: JobStats, clock: Callable[[], float] = time.time) -> None:
+        self.stats, self.clock = stats, clock
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("bridge_jobs", "Jobs currently in each state, by kind.", labels=["kind", "state"]),
+                GaugeMetricFamily("bridge_queue_depth", "Jobs waiting in state queued (including retry backoff)."),
+                GaugeMetricFamily("bridge_oldest_queued_age_seconds",
+                                  "Age of the oldest queued job (now - created_at); 0 when none is queued."))
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Lets the registry check names without querying the database at registration.
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs, depth, age = self._families()
+        try:
+            counts = self.stats.counts_by_kind()
+            oldest = self.stats.oldest_queued_created_at()
+        except sqlite3.Error:
+            # A busy or broken database must not take down the other metrics of the scrape.
+            log.warning("could not read the job store for metrics", exc_info=True)
+            return
+        for kind in sorted({kind for kind, _ in counts}):
+            for state in STATES:
+                jobs.add_metric([kind, state], counts.get((kind, state), 0))
+        depth.add_metric([], sum(n for (_, state), n in counts.items() if state == "queued"))
+        age.add_metric([], max(0.0, self.clock() - oldest) if oldest is not None else 0.0)
+        yield from (jobs, depth, age)
+
+
+# ---- upstream HTTP instrumentation ----
+# Each request (each redirect hop) counts once: under its status when a status line arrived, else as "error".
+# A connection that breaks while the body is being read therefore counts under the status it had already sent.
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+
+
+class _CountingTransport(httpx2.BaseTransport):
+    """Wraps an httpx2 transport to count requests that got no answer (event hooks never see those)."""
+
+    def __init__(self, inner: httpx2.BaseTransport, on_error: Callable[[], None]) -> None:
+        self.inner, self.on_error = inner, on_error
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return self.inner.handle_request(request)
+        except Exception:
+            self.on_error()
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def instrument_httpx_client(client: httpx2.Client, target: str, metrics: Metrics) -> httpx2.Client:
+    """Counts every response (a response event hook) and every transport failure (a wrapping transport).
+
+    Calling it again on the same client does nothing, so a client is never counted twice.
+    """
+    _check_target(target)
+    if isinstance(client._transport, _CountingTransport):
+        return client
+    hooks = client.event_hooks
+    client.event_hooks = {"request": hooks["request"],
+                          "response": [*hooks["response"], lambda r: metrics.upstream(target, r.status_code)]}
+
+    def on_error() -> None:
+        metrics.upstream(target, "error")
+
+    # httpx has no public setter for the transport of an existing client (the transport is its documented
+    # extension point, but only at construction); proxies from the environment live in `_mounts`.
+    client._transport = _CountingTransport(client._transport, on_error)
+    client._mounts = {pattern: None if transport is None else _CountingTransport(transport, on_error)
+                      for pattern, transport in client._mounts.items()}
+    return client
+
+
+class _CountingAdapter(BaseAdapter):
+    """Wraps a mounted requests adapter (keeping its retry and pool settings) to count requests with no answer."""
+
+    def __init__(self, inner: BaseAdapter, on_error: Callable[[], None]) -> None:
+        super().__init__()
+        self.inner, self.on_error = inner, on_error
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        try:
+            return self.inner.send(request, **kwargs)
+        except Exception:
+            self.on_error()
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (max_retries, poolmanager, ...) is the wrapped adapter's.
+        if name == "inner":  # not set yet (e.g. while unpickling): avoid recursing forever
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def instrument_requests_session(session: requests.Session, target: str, metrics: Metrics) -> requests.Session:
+    """Counts every response (a response hook) and every request that got none (wrapping each mounted adapter).
+
+    Adapters mounted later are not wrapped: call this after the owner (e.g. langsmith's `Client`) mounted its own.
+    A retrying adapter (urllib3 `Retry`) retries inside `send`, so only the final answer of its retries is counted.
+    """
+    _check_target(target)
+    if any(isinstance(adapter, _CountingAdapter) for adapter in session.adapters.values()):
+        return session
+
+    def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        metrics.upstream(target, response.status_code)
+
+    def on_error() -> None:
+        metrics.upstream(target, "error")
+
+    session.hooks["response"].append(on_response)
+    for prefix, adapter in list(session.adapters.items()):
+        session.mount(prefix, _CountingAdapter(adapter, on_error))
+    return session
+
+
+# ---- the scrape endpoint ----
+
+def metrics_route(metrics: Metrics, token: SecretStr | None = None) -> Callable:
+    """An async handler for `GET /metrics`. With `token`, only `Authorization: Bearer <token>` may read it:
+    on a public Space the repo label would otherwise show anyone which datasets the bridge writes to."""
+
+    async def handler(request: Request) -> Response:
+        if token is not None and not _bearer_matches(request, token):
+            return PlainTextResponse("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        body, content_type = await anyio.to_thread.run_sync(metrics.render)  # the store query blocks
+        return Response(body, headers={"Content-Type": content_type})
+
+    return handler
+
+
+def _bearer_matches(request: Request, token: SecretStr) -> bool:
+    offered = request.headers.get("authorization", "")
+    scheme, _, value = offered.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                              token.get_secret_value().encode())
