@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from bridge.routing import route_rule
+from bridge.routing import Ignored, route_rule
 from bridge.events import parse_rule_delivery
 from conftest import run_jobs
 
@@ -54,8 +54,10 @@ def seed(smith, n, offload=False, feedback=True):
 
 def deliver(runtime, body):
     """What the web handler does with a delivery: route it and store it with its job."""
-    specs = route_rule(parse_rule_delivery(body), runtime.settings.config)
-    return runtime.store.record_delivery("langsmith", json.dumps(body), specs)
+    routed = route_rule(parse_rule_delivery(body), runtime.settings.config)
+    if isinstance(routed, Ignored):
+        return runtime.store.record_delivery("langsmith", json.dumps(body), None, routed.reason)
+    return runtime.store.record_delivery("langsmith", json.dumps(body), routed)
 
 
 def shards(hub, preset="runs"):

@@ -7,6 +7,7 @@ not the local state), and a PR revision's comment carries a marker that is looke
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -185,9 +186,31 @@ def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: 
     return hub.comment(target.repo, target.repo_type, target.pr, text)
 
 
+SHA = re.compile(r"^[0-9a-f]{7,40}$")
+PR_NUMBER = re.compile(r"^(?:#|pr[-/ ]?|refs/pr/)?(\d{1,6})$", re.IGNORECASE)  # a bare short number is a PR
+
+
+def resolve_target(hub: Any, p: dict) -> Target:
+    """A webhook names ref and sha; a person may name a branch, a full or short sha, or a PR (`3`, `#3`, `pr/3`)."""
+    repo, repo_type = p["repo"], p["repo_type"]
+    if p.get("sha"):
+        return Target(repo, repo_type, p["ref"], p["sha"], p.get("pr"))
+    revision = str(p.get("revision") or "main").strip()
+    pr = PR_NUMBER.match(revision)
+    if pr:
+        ref = f"refs/pr/{int(pr.group(1))}"
+        return Target(repo, repo_type, ref, hub.revision_info(repo, repo_type, ref)[0], int(pr.group(1)))
+    if SHA.match(revision) and len(revision) < 40:
+        revision = hub.expand_sha(repo, repo_type, revision) or revision
+    sha, _ = hub.revision_info(repo, repo_type, revision)
+    # A sha is not a branch: its experiment must not become the baseline of `main`.
+    ref = revision if revision.startswith("refs/") or SHA.match(revision) else f"refs/heads/{revision}"
+    return Target(repo, repo_type, ref, sha, None)
+
+
 def run(job: Any, ctx: Any) -> dict:
     rt, p = ctx.services, job.payload
-    target = Target(p["repo"], p["repo_type"], p["ref"], p["sha"], p.get("pr"))
+    target = resolve_target(rt.hub, p)
     rule = resolve_rule(rt.settings.config, p)
     rt.smith.client  # fail early with the missing-key message before any download
     tree = rt.hub.tree(target.repo, target.repo_type, target.sha)
