@@ -156,3 +156,8 @@ class Hub:
                 if commit.commit_id.startswith(prefix.lower()):
                     return commit.commit_id
         return None
+
+    def list_repos(self, owner: str, repo_type: str) -> list[str]:
+        lister = {"dataset": self.api.list_datasets, "model": self.api.list_models, "space": self.api.list_spaces}
+        with hub_errors(f"list the {repo_type} repos of {owner}"):
+            return [info.id for info in lister[repo_type](author=owner)]

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -146,21 +147,23 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    counts: dict[tuple[str, str], int]  # (kind, state) -> jobs
+    oldest_queued_at: float | None  # created_at of the oldest queued job
+
+
 class JobStats:
-    """Read-only queries over the `jobs` table for the scrape-time gauges."""
+    """Read-only queries over the `jobs` table for the scrape-time gauges (one short transaction per scrape)."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+    def snapshot(self) -> QueueSnapshot:
         with self.store.db.tx() as conn:
             rows = conn.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state").fetchall()
-        return {(r["kind"], r["state"]): r["n"] for r in rows}
-
-    def oldest_queued_created_at(self) -> float | None:
-        with self.store.db.tx() as conn:
-            row = conn.execute("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
-        return row["t"]
+            oldest = conn.execute("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
+        return QueueSnapshot({(r["kind"], r["state"]): r["n"] for r in rows}, oldest["t"])
 
 
 class StoreCollector:
@@ -183,14 +186,14 @@ class StoreCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         jobs, depth, age = self._families()
         try:
-            counts = self.stats.counts_by_kind()
-            oldest = self.stats.oldest_queued_created_at()
+            snapshot = self.stats.snapshot()
         except sqlite3.Error:
             # A busy or broken database must not take down the other metrics of the scrape.
             log.warning("could not read the job store for metrics", exc_info=True)
             return
+        counts, oldest = snapshot.counts, snapshot.oldest_queued_at
         for kind in sorted({kind for kind, _ in counts}):
-            for state in STATES:
+            for state in STATES:  # every state, so a state emptying shows 0 instead of vanishing
                 jobs.add_metric([kind, state], counts.get((kind, state), 0))
         depth.add_metric([], sum(n for (_, state), n in counts.items() if state == "queued"))
         age.add_metric([], max(0.0, self.clock() - oldest) if oldest is not None else 0.0)

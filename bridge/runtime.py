@@ -39,10 +39,15 @@ class Runtime:
         base = (self.public_url or "http://localhost:7860").rstrip("/")
         return {"hub": base + HUB_PATH, "langsmith": base + LANGSMITH_PATH + "?secret=<LANGSMITH_WEBHOOK_SECRET>"}
 
-    def start_workers(self) -> None:
-        from .flows import exports
+    def schedule_startup_jobs(self) -> None:
+        """Flushes for rows an earlier process buffered, and a reconcile pass for what webhooks missed."""
+        from .flows import exports, reconcile
 
         exports.resume(self)
+        reconcile.schedule_at_start(self)
+
+    def start_workers(self) -> None:
+        self.schedule_startup_jobs()
         self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
                                services=self).start()
 

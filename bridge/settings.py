@@ -194,6 +194,19 @@ def _secret(env: dict, name: str) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def _positive(env: dict, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ConfigError(f"expected a positive number of seconds, got {raw!r}", key=name)
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     config: BridgeConfig
@@ -237,6 +250,7 @@ class Settings:
             admin_password=_secret(env, "BRIDGE_ADMIN_PASSWORD"),
             space_id=env.get("SPACE_ID") or None,
             space_host=env.get("SPACE_HOST") or None,
+            request_timeout=_positive(env, "BRIDGE_REQUEST_TIMEOUT", 30.0),
         )
 
     def missing(self) -> list[str]:

@@ -42,6 +42,17 @@ def _http_error(exc: BaseException) -> requests.HTTPError | None:
     return None
 
 
+def _network_failure(exc: BaseException) -> BaseException | None:
+    """The connection-level failure somewhere in the chain (refused, reset, cut mid-body, timed out), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                             ls_utils.LangSmithConnectionError, ConnectionError, TimeoutError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _response_message(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -65,9 +76,9 @@ def smith_errors(action: str) -> Iterator[None]:
             retry_after = parse_retry_after(http.response.headers.get("retry-after"))
             raise UpstreamError(TARGET, f"{action} failed: {_response_message(http.response)}", status=status,
                                 transient=is_transient_status(status), retry_after=retry_after) from exc
-        if isinstance(exc, (ls_utils.LangSmithConnectionError, requests.ConnectionError, requests.Timeout)):
-            cause = exc.__cause__ or exc
-            raise UpstreamError(TARGET, f"{action} failed: connection error ({type(cause).__name__})",
+        network = _network_failure(exc)
+        if network is not None:
+            raise UpstreamError(TARGET, f"{action} failed: connection error ({type(network).__name__})",
                                 transient=True) from exc
         if isinstance(exc, ls_utils.LangSmithRateLimitError):
             raise UpstreamError(TARGET, f"{action} failed: rate limited", status=429, transient=True) from exc

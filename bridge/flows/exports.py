@@ -66,6 +66,16 @@ FLUSH = "flush"
 RUNS_PREFIX = "runs/"
 
 
+def iso_time(value: Any) -> str | None:
+    """One text form for end times (from rows and from parquet), so MAX() in SQL orders them by time."""
+    if value is None or value == "":
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()
+
+
 class Ledger:
     """The export tables: what is buffered, what is already in each repo."""
 
@@ -87,7 +97,8 @@ class Ledger:
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at)"
                              " VALUES (?, ?, ?, ?, ?, ?)",
-                             [(repo, rid, json.dumps(r, default=str), end, job_id, now) for rid, r, end in rows])
+                             [(repo, rid, json.dumps(r, default=str), iso_time(end), job_id, now)
+                              for rid, r, end in rows])
             return conn.total_changes - before
 
     def buffered(self, repo: str, limit: int) -> list[Any]:
@@ -305,7 +316,7 @@ def sync_exported(runtime: Any, repo: str, head: str | None, tree: dict[str, str
     for path in sorted(shards - synced):
         data = hub.read_bytes(repo, "dataset", head or "main", path)
         table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time"])
-        ends = [str(e) if e is not None else None for e in table.column("end_time").to_pylist()]
+        ends = [iso_time(e) for e in table.column("end_time").to_pylist()]
         ledger.mark_exported(repo, list(zip(table.column("run_id").to_pylist(), ends)))
     ledger.save_repo_state(repo, shards | synced, card)
 

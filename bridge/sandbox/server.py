@@ -9,7 +9,7 @@ Each emulator wraps its Starlette app in `Recorder`, which:
 - serves a small admin API under `/_admin/` that is never recorded and never faulted:
     GET    /_admin/requests            -> {"requests": [...]}
     DELETE /_admin/requests            -> clears the log
-    POST   /_admin/faults  {method?, path (regex, searched), status?, times?, retry_after?, delay?, drop?}
+    POST   /_admin/faults  {method?, path (regex, searched), status?, times?, retry_after?, delay?, drop?, after?}
     DELETE /_admin/faults              -> clears faults
     POST   /_admin/latency {seconds}
 """
@@ -58,6 +58,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     body: str | None = None
+    after: bool = False  # let the emulator do the work first, then fail the answer (a lost response)
 
     def __post_init__(self) -> None:
         if self.status is None and not self.drop and not self.delay:
@@ -146,6 +147,8 @@ class Recorder:
             self.requests.append(record)
         receive = _counting_receive(receive, record)
         fault = self._take_fault(method, path)
+        if fault is not None and fault.after:
+            await self.app(scope, receive, _discarding_send)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
@@ -212,6 +215,10 @@ def _headers(scope: dict) -> dict[str, str]:
         name = key.decode("latin-1").lower()
         headers[name] = "***" if name in CREDENTIAL_HEADERS else value.decode("latin-1")
     return headers
+
+
+async def _discarding_send(message: dict) -> None:
+    """Swallows the emulator's real answer when a fault replaces it after the work was done."""
 
 
 def _counting_receive(receive: Any, record: RecordedRequest) -> Any:
