@@ -31,6 +31,7 @@ class Runtime:
     smith: Smith
     handlers: dict = field(default_factory=dict)
     ledger: Any = None
+    tracer: Any = None
     pool: WorkerPool | None = None
     public_url: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +72,10 @@ def build_runtime(settings: Settings) -> Runtime:
                             settings.request_timeout, settings.langsmith_web_url))
     runtime.handlers = handlers()
     runtime.ledger = exports.Ledger(store)
+    if settings.trace_project:
+        from .tracing import Tracer
+
+        runtime.tracer = Tracer(lambda: runtime.smith.client, settings.trace_project)
     return runtime
 
 

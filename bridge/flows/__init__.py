@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 def handlers() -> dict[str, Callable]:
     """The handler for each job kind the webhooks and the UI enqueue."""
+    from ..tracing import traced
     from . import backfill, experiments, exports, feedback, reconcile
 
-    return {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush,
-            backfill.BACKFILL: backfill.run_backfill, feedback.FEEDBACK: feedback.run_feedback,
-            reconcile.RECONCILE: reconcile.run_reconcile}
+    kinds = {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush,
+             backfill.BACKFILL: backfill.run_backfill, feedback.FEEDBACK: feedback.run_feedback,
+             reconcile.RECONCILE: reconcile.run_reconcile}
+    return {kind: traced(handler) for kind, handler in kinds.items()}

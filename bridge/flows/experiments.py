@@ -22,6 +22,7 @@ from ..formats.upload import Spool, experiment_name, name_fields, render, window
 from ..globs import matches
 from ..routing import match_rule
 from ..settings import ExperimentRule
+from ..tracing import step
 
 log = logging.getLogger("bridge.flows.experiments")
 NULL_SHA = "0" * 40
@@ -90,6 +91,11 @@ class Upload:
                               sidecar=lambda p: self.sidecar(p) if p in wanted else None)
 
     def one(self, path: str) -> dict:
+        with step(f"upload {path}", file=path) as out:
+            out.update(self._one(path))
+            return out
+
+    def _one(self, path: str) -> dict:
         try:
             evals = self.read(path)
         except UnrecognizedFormat as exc:
@@ -183,7 +189,8 @@ def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: 
         ids = [mine.id] + ([base.id] if base else [])
         results.append(TaskResult(o["task"], o.get("model"), mine, base, runtime.smith.compare_url(o["dataset_id"], ids)))
     text = render_comment(target.sha, target.pr, results, failures)
-    return hub.comment(target.repo, target.repo_type, target.pr, text)
+    with step("comment on the pull request", pr=target.pr):
+        return hub.comment(target.repo, target.repo_type, target.pr, text)
 
 
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -213,8 +220,10 @@ def run(job: Any, ctx: Any) -> dict:
     target = resolve_target(rt.hub, p)
     rule = resolve_rule(rt.settings.config, p)
     rt.smith.client  # fail early with the missing-key message before any download
-    tree = rt.hub.tree(target.repo, target.repo_type, target.sha)
-    files = select_files(rt.hub, target, rule, p, tree)
+    with step("list files", "retriever", repo=target.repo, revision=target.sha) as out:
+        tree = rt.hub.tree(target.repo, target.repo_type, target.sha)
+        files = select_files(rt.hub, target, rule, p, tree)
+        out["files"] = files
     _, commit_time = rt.hub.revision_info(target.repo, target.repo_type, target.sha)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="bridge-exp-") as workdir:

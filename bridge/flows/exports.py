@@ -29,6 +29,7 @@ from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_
 from ..formats.training import preset_rows, to_parquet_bytes, to_table
 from ..settings import ExportTarget
 from ..smith import ObjectFetcher
+from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
 
@@ -281,12 +282,15 @@ def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[Expo
         counts["already_exported"] += len(known)
     needed = {str(r["id"]): r for rs in todo.values() for r in rs}
     if needed:
-        complete_runs(rt, list(needed.values()), counts)
-        feedback_items = rt.smith.feedback_for(list(needed))
+        with step("read runs", "retriever", runs=len(needed)):
+            complete_runs(rt, list(needed.values()), counts)
+        with step("read feedback", "retriever", runs=len(needed)):
+            feedback_items = rt.smith.feedback_for(list(needed))
         counts["feedback"] += len(feedback_items)
         feedback = group_feedback(feedback_items)
         for target in targets:
-            rows = rows_for_target(rt, target, rule_id or target.rule_id, todo[target.repo], feedback, counts)
+            with step(f"map rows for {target.repo}", repo=target.repo):
+                rows = rows_for_target(rt, target, rule_id or target.rule_id, todo[target.repo], feedback, counts)
             counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
     due = [t for t in targets if rt.ledger.pending(t.repo) >= (1 if schedule else t.max_rows_per_commit)]
     return [schedule_flush(rt, t, job.trigger) for t in due]
@@ -358,7 +362,8 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     synced, known_card = ledger.repo_state(repo)
     if card != known_card and hub.read_text(repo, "README.md", tree) != card:
         files["README.md"] = card.encode()
-    oid = hub.commit(repo, files, f"Add {len(rows)} run(s)", parent=head)
+    with step(f"commit to {repo}", repo=repo, files=len(files), runs=len(rows)):
+        oid = hub.commit(repo, files, f"Add {len(rows)} run(s)", parent=head)
     runtime.store.remember_commit(oid, repo)
     shards = {p for p in files if p.startswith(RUNS_PREFIX)}
     ledger.save_repo_state(repo, synced | shards, card)
