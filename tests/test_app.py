@@ -1,0 +1,86 @@
+"""`python app.py --sandbox --no-share` as a user runs it: a subprocess, no account, no network."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from bridge.settings import load_config
+from conftest import ROOT, wait_for
+from hub_payloads import content_push
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sandbox_app(tmp_path_factory):
+    state = tmp_path_factory.mktemp("sandbox")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LANGSMITH_", "WEBHOOK_", "BRIDGE_"))}
+    env["BRIDGE_STATE_DIR"] = str(state)
+    log = open(state / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--sandbox", "--no-share", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        assert proc.poll() is None, (state / "app.log").read_text()
+        try:
+            return requests.get(base + "/healthz", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_for(up, timeout=90, interval=0.2, what="the sandbox app to answer /healthz")
+        yield base, state, json.loads((state / "sandbox-credentials.json").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def jobs(base):
+    return requests.get(base + "/healthz", timeout=5).json()["jobs"]
+
+
+def test_landing_page_and_demo_jobs(sandbox_app):
+    base, state, creds = sandbox_app
+    page = requests.get(base + "/", timeout=10)
+    assert page.status_code == 200 and "hub-langsmith-bridge" in page.text
+    # the demo push, the demo rule delivery, their flush, and the start-up reconcile all finish
+    wait_for(lambda: jobs(base)["succeeded"] >= 4 and jobs(base)["queued"] + jobs(base)["running"] <= 1, timeout=60,
+             what="the demo jobs to finish")
+    assert jobs(base)["failed"] == 0 and jobs(base)["dead"] == 0
+    for secret in creds.values():
+        if "127.0.0.1" not in secret:
+            assert secret not in page.text
+
+
+def test_signed_deliveries_on_both_endpoints(sandbox_app):
+    base, _, creds = sandbox_app
+    hub = requests.post(base + "/webhooks/hub", json=content_push(repo="sandbox-user/other"), timeout=10,
+                        headers={"X-Webhook-Secret": creds["WEBHOOK_SECRET"]})
+    assert hub.status_code == 200 and hub.json()["status"] == "ignored"
+    unsigned = requests.post(base + "/webhooks/hub", json=content_push(), timeout=10)
+    assert unsigned.status_code == 401
+    body = {"rule_id": "d75d7417-0c57-4655-88fe-1db3cda3a47a", "runs": [{"id": "4f0c4d6e-1111-4000-8000-000000000001",
+            "name": "x", "run_type": "llm", "start_time": "2026-11-20T10:00:00", "end_time": "2026-11-20T10:00:01",
+            "inputs": {"input": "hi"}, "outputs": {"output": "hello"}}]}
+    ls = requests.post(base + "/webhooks/langsmith", json=body, timeout=10,
+                       params={"secret": creds["LANGSMITH_WEBHOOK_SECRET"]})
+    assert ls.status_code == 202 and ls.json()["status"] == "queued"
+
+
+def test_example_config_is_valid():
+    load_config(ROOT / "bridge.yaml.example")
