@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +23,15 @@ TARGET = "Hugging Face Hub"
 BRIDGE_MARK = "[hub-langsmith-bridge]"
 
 
-def install_timeout(seconds: float) -> None:
-    """huggingface_hub's shared HTTP client has no timeout by default; a stuck call must not hang a worker forever."""
+def install_timeout(seconds: float, on_client: Callable[[httpx2.Client], object] | None = None) -> None:
+    """huggingface_hub's shared HTTP client has no timeout by default; a stuck call must not hang a worker forever.
+    `on_client` sees every client the library builds (it rebuilds the shared one after a factory change)."""
 
     def factory() -> httpx2.Client:
         client = default_client_factory()  # keeps the library's own request hooks
         client.timeout = httpx2.Timeout(seconds)
+        if on_client:
+            on_client(client)
         return client
 
     set_client_factory(factory)

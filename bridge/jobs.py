@@ -362,7 +362,10 @@ class JobStore:
             fields["note"] = note
         log.info("job %s", json.dumps(fields))
         for listener in self.listeners:
-            listener(job)
+            try:
+                listener(job)
+            except Exception:  # an observer (metrics) must never break a state change that is already committed
+                log.exception("job listener %r failed", listener)
 
 
 Handler = Callable[[Job, "JobContext"], dict | None]

@@ -81,6 +81,8 @@ def _never_raises(method: Callable) -> Callable:
 
 
 class Metrics:
+    """Every bridge metric, on a registry of its own. Recording methods never raise (errors are logged)."""
+
     def __init__(self, *, max_repos: int = 100, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.clock = clock
@@ -126,6 +128,7 @@ class Metrics:
 
     @_never_raises
     def rows_exported(self, repo: str, n: int) -> None:
+        """`n` rows committed to the dataset `repo` (the first `max_repos` repos get their own label)."""
         if n < 0:
             log.warning("rows_exported called with a negative count (%s) for %s; ignored", n, repo)
             return
@@ -133,7 +136,12 @@ class Metrics:
 
     @_never_raises
     def experiment(self, status: str) -> None:
+        """One file's outcome in an experiment job: uploaded, exists, skipped or failed."""
         self.experiments.labels(self._experiment_status(status)).inc()
+
+    def session_hook(self, session: requests.Session, target: str) -> None:
+        """For clients that accept an `on_session` callback (LangSmith's session, the object fetcher's)."""
+        instrument_requests_session(session, target, self)
 
     def watch(self, store: JobStore) -> "Metrics":
         """Counts the store's transitions and adds the scrape-time queue gauges. Call once per store."""

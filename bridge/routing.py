@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -114,7 +114,6 @@ def route_rule(delivery: RuleDelivery, config: BridgeConfig) -> list[JobSpec] | 
     subject = f"rule {delivery.rule_id[:8]}: {len(ids)} run(s)"
     if delivery.threads:
         subject += f", {len(delivery.threads)} thread(s)"
-    return [JobSpec(EXPORT, export_key(delivery.rule_id, ids, delivery.threads), delivery.raw, subject)]
-
-
-Router = Callable[..., list[JobSpec] | Ignored]
+    # The job refers to the stored delivery (`delivery_id` is added when it is stored): the body is kept once.
+    payload = {"rule_id": delivery.rule_id, "runs": len(ids)}
+    return [JobSpec(EXPORT, export_key(delivery.rule_id, ids, delivery.threads), payload, subject)]

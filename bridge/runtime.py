@@ -13,6 +13,7 @@ from huggingface_hub import WebhooksServer
 from .db import Database
 from .hub import Hub, install_timeout
 from .jobs import JobStore, RetryPolicy, Scrubber, WorkerPool
+from .metrics import Metrics, instrument_httpx_client, metrics_route
 from .settings import Settings
 from .smith import Smith
 from .web import healthz, hub_endpoint, langsmith_endpoint
@@ -32,6 +33,7 @@ class Runtime:
     handlers: dict = field(default_factory=dict)
     ledger: Any = None
     tracer: Any = None
+    metrics: Metrics = field(default_factory=Metrics)
     pool: WorkerPool | None = None
     public_url: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -60,7 +62,8 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     from .flows import exports, handlers  # flows import the clients; keep them out of the web layer's imports
 
-    install_timeout(settings.request_timeout)
+    metrics = Metrics()
+    install_timeout(settings.request_timeout, lambda client: instrument_httpx_client(client, "hub", metrics))
     jobs = settings.config.jobs
     store = JobStore(Database(settings.state_dir / "bridge.sqlite3"),
                      RetryPolicy(jobs.max_attempts, jobs.backoff_seconds, jobs.max_backoff_seconds),
@@ -69,7 +72,8 @@ def build_runtime(settings: Settings) -> Runtime:
     key = settings.langsmith_api_key.get_secret_value() if settings.langsmith_api_key else None
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
-                            settings.request_timeout, settings.langsmith_web_url))
+                            settings.request_timeout, settings.langsmith_web_url, metrics.session_hook),
+                      metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = exports.Ledger(store)
     if settings.trace_project:
@@ -97,12 +101,16 @@ def build_server(runtime: Runtime, ui: Any) -> WebhooksServer:
     # which breaks LangSmith's ?secret= deliveries. Each endpoint checks its own source's secret instead.
     server.webhook_secret = None
     settings = runtime.settings
-    server.add_webhook("hub")(hub_endpoint(runtime.store, settings.config, settings.webhook_secret))
+    on_answer = runtime.metrics.on_answer
+    server.add_webhook("hub")(hub_endpoint(runtime.store, settings.config, settings.webhook_secret,
+                                           on_answer=on_answer))
     server.add_webhook("langsmith")(langsmith_endpoint(runtime.store, settings.config,
-                                                       settings.langsmith_webhook_secret))
+                                                       settings.langsmith_webhook_secret, on_answer=on_answer))
     return server
 
 
 def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
     """Plain GET routes, added to gradio's FastAPI app once it exists (after launch)."""
     server.fastapi_app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))
+    server.fastapi_app.get("/metrics", include_in_schema=False)(
+        metrics_route(runtime.metrics, runtime.settings.metrics_token))

@@ -223,6 +223,7 @@ class Settings:
     trace_project: str | None = None
     admins: tuple[str, ...] = ()
     admin_password: SecretStr | None = None
+    metrics_token: SecretStr | None = None
     space_id: str | None = None
     space_host: str | None = None
     request_timeout: float = 30.0
@@ -248,6 +249,7 @@ class Settings:
             trace_project=env.get("BRIDGE_TRACE_PROJECT") or None,
             admins=tuple(a.strip() for a in env.get("BRIDGE_ADMINS", "").split(",") if a.strip()),
             admin_password=_secret(env, "BRIDGE_ADMIN_PASSWORD"),
+            metrics_token=_secret(env, "METRICS_TOKEN"),
             space_id=env.get("SPACE_ID") or None,
             space_host=env.get("SPACE_HOST") or None,
             request_timeout=_positive(env, "BRIDGE_REQUEST_TIMEOUT", 30.0),
@@ -262,5 +264,5 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every configured secret value, so log filters and tests can make sure none leaks."""
         values = [self.hf_token, self.langsmith_api_key, self.webhook_secret, self.langsmith_webhook_secret,
-                  self.admin_password]
+                  self.admin_password, self.metrics_token]
         return [v.get_secret_value() for v in values if v is not None]

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -95,9 +95,10 @@ class Smith:
     """The bridge's view of LangSmith. Built from settings, lazily, never from environment globals."""
 
     def __init__(self, endpoint: str, api_key: str | None, workspace_id: str | None = None,
-                 timeout: float = 30.0, web_url: str | None = None) -> None:
+                 timeout: float = 30.0, web_url: str | None = None,
+                 on_session: Callable[[requests.Session, str], object] | None = None) -> None:
         self.endpoint, self.api_key, self.workspace_id = endpoint.rstrip("/"), api_key, workspace_id
-        self.timeout, self._web_url = timeout, web_url
+        self.timeout, self._web_url, self.on_session = timeout, web_url, on_session
         self._client: Client | None = None
         self.query_limiter = RateLimiter(15, 10.0)  # LangSmith cloud: POST /runs/query, 15 per 10 s per key
 
@@ -109,6 +110,8 @@ class Smith:
             self._client = Client(api_url=self.endpoint, api_key=self.api_key, workspace_id=self.workspace_id,
                                   auto_batch_tracing=False, info=INFO, retry_config=idempotent_retry(),
                                   timeout_ms=int(self.timeout * 1000), web_url=self._web_url)
+            if self.on_session:
+                self.on_session(self._client.session, "langsmith")
         return self._client
 
     @property
@@ -239,10 +242,13 @@ class ObjectFetcher:
 
     MAX_REDIRECTS = 3
 
-    def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0) -> None:
+    def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0,
+                 on_session: Callable[[requests.Session, str], object] | None = None) -> None:
         self.api_root, self.max_bytes, self.timeout = api_root.rstrip("/") + "/", max_bytes, timeout
         self.session = requests.Session()
         self.session.trust_env = False  # no netrc credentials or proxy auth picked up from the environment
+        if on_session:
+            on_session(self.session, "objects")
 
     def fetch(self, url: str) -> bytes:
         url = urljoin(self.api_root, url)

@@ -111,6 +111,14 @@ class WebhookEndpoint:
 
     def _accept(self, raw: bytes) -> tuple[int, dict]:
         try:
+            return self._store(raw)
+        except UnicodeEncodeError:
+            raise Rejection(400, "body contains text that is not valid Unicode (an unpaired surrogate escape)") from None
+        except RecursionError:
+            raise Rejection(400, "body is nested too deeply") from None
+
+    def _store(self, raw: bytes) -> tuple[int, dict]:
+        try:
             delivery = self.parse(parse_json(raw))
         except PayloadError as exc:
             raise Rejection(422, str(exc)) from None

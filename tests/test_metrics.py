@@ -9,6 +9,7 @@ import sqlite3
 import httpx2
 import pytest
 import requests
+from fastapi import FastAPI
 from huggingface_hub import HfApi
 from huggingface_hub.utils import _http, get_session, set_client_factory
 from huggingface_hub.utils._http import default_client_factory
@@ -27,7 +28,9 @@ from bridge.jobs import JobStore
 from bridge.metrics import (Metrics, StoreCollector, instrument_httpx_client, instrument_requests_session,
                             metrics_route)
 from bridge.sandbox.server import ServerHandle
+from bridge.settings import BridgeConfig
 from bridge.smith import INFO, ObjectFetcher, Smith
+from bridge.web import langsmith_endpoint
 
 HF_TOKEN = "hf_metricsSecretToken0123456789"
 LS_KEY = "lsv2_pt_metricsSecretKey_0123456789"
@@ -111,22 +114,24 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path):
-    clock = Clock()
-    store = JobStore(Database(tmp_path / "bridge.sqlite3"), clock=clock)
-    store.clock_ = clock
-    return store
+def clock():
+    return Clock()
 
 
-def test_transitions_and_gauges_follow_a_real_store(store):
-    metrics = Metrics(clock=store.clock_).watch(store)
+@pytest.fixture
+def store(tmp_path, clock):
+    return JobStore(Database(tmp_path / "bridge.sqlite3"), clock=clock)
+
+
+def test_transitions_and_gauges_follow_a_real_store(store, clock):
+    metrics = Metrics(clock=clock).watch(store)
     assert value(metrics, "bridge_queue_depth") == 0
     assert value(metrics, "bridge_oldest_queued_age_seconds") == 0
     store.enqueue("export", "e1", {})
-    store.clock_.now += 30
+    clock.now += 30
     store.enqueue("export", "e2", {})
     store.enqueue("experiment", "x1", {})
-    store.clock_.now += 12
+    clock.now += 12
     assert value(metrics, "bridge_queue_depth") == 3
     assert value(metrics, "bridge_oldest_queued_age_seconds") == 42
     assert value(metrics, "bridge_jobs", kind="export", state="queued") == 2
@@ -147,7 +152,7 @@ def test_transitions_and_gauges_follow_a_real_store(store):
 
 def test_a_failing_store_leaves_the_other_metrics(store):
     class Broken:
-        def counts_by_kind(self):
+        def snapshot(self):
             raise sqlite3.OperationalError("database is locked")
 
     metrics = Metrics()
@@ -155,6 +160,27 @@ def test_a_failing_store_leaves_the_other_metrics(store):
     metrics.on_answer("hub", "queued", 0.01)
     names = set(families(metrics))
     assert "bridge_deliveries" in names and "bridge_queue_depth" not in names
+
+
+def test_fed_by_a_real_webhook_endpoint(store, clock):
+    metrics = Metrics(clock=clock).watch(store)
+    config = BridgeConfig.model_validate({"exports": [{"rule_id": "rule-1", "repo": "acme/feedback"}]})
+    app = FastAPI()
+    app.post("/langsmith")(langsmith_endpoint(store, config, SecretStr("s3cret-value"), on_answer=metrics.on_answer))
+    handle = ServerHandle(app).start()
+    try:
+        body = {"rule_id": "rule-1", "runs": [{"id": "r1"}]}
+        for secret in ("s3cret-value", "s3cret-value", "wrong"):
+            requests.post(handle.url + "/langsmith", json=body, params={"secret": secret}, timeout=5)
+    finally:
+        handle.stop()
+    assert value(metrics, "bridge_deliveries_total", source="langsmith", outcome="queued") == 1
+    assert value(metrics, "bridge_deliveries_total", source="langsmith", outcome="duplicate") == 1
+    assert value(metrics, "bridge_deliveries_total", source="langsmith", outcome="rejected") == 1
+    assert value(metrics, "bridge_ack_seconds_count", source="langsmith") == 3
+    assert value(metrics, "bridge_job_transitions_total", kind="export", state="queued") == 1
+    assert value(metrics, "bridge_queue_depth") == 1
+    assert "s3cret-value" not in metrics.render()[0].decode()
 
 
 # ---- upstream instrumentation against a loopback server ----
@@ -310,8 +336,9 @@ def test_no_secret_or_address_in_the_output(upstream, hub_metrics):
 def scrape():
     metrics = Metrics()
     metrics.on_answer("hub", "queued", 0.01)
-    app = Starlette(routes=[Route("/metrics", metrics_route(metrics)),
-                            Route("/private", metrics_route(metrics, SecretStr(METRICS_TOKEN)))])
+    app = FastAPI()  # what gradio's server is: `server.fastapi_app.get("/metrics")(metrics_route(...))`
+    app.get("/metrics")(metrics_route(metrics))
+    app.get("/private")(metrics_route(metrics, SecretStr(METRICS_TOKEN)))
     handle = ServerHandle(app).start()
     yield handle
     handle.stop()

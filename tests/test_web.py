@@ -163,3 +163,16 @@ def test_landing_page_is_served(app):
     response = requests.get(app.base + "/", timeout=10)
     assert response.status_code == 200 and "hub-langsmith-bridge" in response.text
     assert HUB_SECRET not in response.text and LS_SECRET not in response.text
+
+
+def test_metrics_count_deliveries_and_jobs(app):
+    post(app, "/webhooks/langsmith", {"rule_id": "rule-1", "runs": [{"id": "metrics-run"}]}, LS)
+    post(app, "/webhooks/hub", {"event": {}}, HUB)
+    response = requests.get(app.base + "/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'bridge_deliveries_total{outcome="queued",source="langsmith"}' in text
+    assert 'bridge_deliveries_total{outcome="rejected",source="hub"}' in text
+    assert "bridge_ack_seconds_bucket" in text and "bridge_queue_depth" in text
+    assert 'bridge_jobs{kind="export",state="queued"}' in text
+    assert HUB_SECRET not in text and LS_SECRET not in text

@@ -93,7 +93,8 @@ class Upload:
     def one(self, path: str) -> dict:
         with step(f"upload {path}", file=path) as out:
             out.update(self._one(path))
-            return out
+        self.rt.metrics.experiment(out["status"])
+        return out
 
     def _one(self, path: str) -> dict:
         try:

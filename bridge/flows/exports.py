@@ -158,7 +158,8 @@ class Ledger:
 
 def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
     """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
-    fetcher = ObjectFetcher(runtime.settings.langsmith_endpoint, timeout=runtime.settings.request_timeout)
+    fetcher = ObjectFetcher(runtime.settings.langsmith_endpoint, timeout=runtime.settings.request_timeout,
+                            on_session=runtime.metrics.session_hook)
     missing = []
     for run in runs:
         urls = offloaded_payload_urls(run)
@@ -249,10 +250,10 @@ def schedule_flush(runtime: Any, target: ExportTarget, trigger: str) -> int:
 
 
 def delivery_runs(runtime: Any, payload: dict) -> tuple[str, list, list]:
-    if "delivery_id" in payload:
+    try:
         body = json.loads(runtime.store.delivery(payload["delivery_id"])["body"])
-    else:
-        body = payload
+    except RecursionError:
+        raise FormatError(f"delivery {payload['delivery_id']}", None, "the body is nested too deeply") from None
     return body["rule_id"], body.get("runs") or [], body.get("threads") or []
 
 
@@ -369,6 +370,7 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     ledger.save_repo_state(repo, synced | shards, card)
     ledger.mark_exported(repo, [(r["run_id"], r["end_time"]) for r in rows])
     ledger.remember_recent(repo, rows)
+    runtime.metrics.rows_exported(repo, len(rows))
     counts["commits"] += 1
     counts["runs_committed"] += len(rows)
     return True
