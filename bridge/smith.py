@@ -131,9 +131,9 @@ class Smith:
             found = next(iter(self.client.list_datasets(dataset_name=name, limit=1)), None)
         return str(found.id) if found else None
 
-    def experiments(self, dataset_id: str, name: str | None = None) -> list:
+    def experiments(self, dataset_id: str, name: str | None = None, metadata: dict | None = None) -> list:
         with smith_errors("list experiments"):
-            return list(self.client.list_projects(reference_dataset_id=dataset_id, name=name))
+            return list(self.client.list_projects(reference_dataset_id=dataset_id, name=name, metadata=metadata))
 
     def upload_experiment(self, body: BinaryIO) -> dict:
         with smith_errors("upload experiment"):

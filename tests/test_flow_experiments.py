@@ -178,3 +178,20 @@ def test_missing_langsmith_key_fails_with_its_name(hub, smith, make_bridge):
     enqueue(runtime, sha, old)
     [job] = run_jobs(runtime)
     assert job.state == "failed" and "LANGSMITH_API_KEY is not set" in job.last_error
+
+
+def test_two_files_of_one_task_at_one_revision_are_two_experiments(hub, smith, make_bridge, tmp_path):
+    runtime = make_bridge(CONFIG, state=tmp_path / "two")
+    files = {**lm_eval(datetime(2026, 11, 1, tzinfo=timezone.utc)), **lm_eval(datetime(2026, 11, 2, tzinfo=timezone.utc))}
+    old, sha = push(hub, files)
+    enqueue(runtime, sha, old)
+    [job] = run_jobs(runtime)
+    assert [f["status"] for f in job.result["files"]] == ["uploaded", "uploaded"]
+    experiments = smith.experiments(DATASET)
+    assert len(experiments) == 2 and len({e["name"] for e in experiments}) == 2
+    assert {e["metadata"]["hf_file"] for e in experiments} == {f["file"] for f in job.result["files"]}
+    shutil.rmtree(tmp_path / "two")
+    again = make_bridge(CONFIG, state=tmp_path / "two")
+    enqueue(again, sha, old)
+    assert [f["status"] for f in run_jobs(again)[0].result["files"]] == ["exists", "exists"]
+    assert len(smith.experiments(DATASET)) == 2

@@ -6,6 +6,7 @@ not the local state), and a PR revision's comment carries a marker that is looke
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import FormatError, PartialFailure
+from ..errors import FormatError, PartialFailure, UpstreamError
 from ..formats.evals import UnrecognizedFormat, read_eval_file, sidecar_candidates
 from ..formats.pr_comment import Side, TaskResult, marker, render_comment
 from ..formats.upload import Spool, experiment_name, name_fields, render, window, write_body
@@ -111,7 +112,7 @@ class Upload:
             name = f"{name} · {evals.task}"  # experiment names are unique per LangSmith workspace
         outcome = {"file": path, "task": evals.task, "model": evals.model, "format": evals.format,
                    "dataset": dataset, "experiment": name}
-        existing = self.existing(dataset, name)
+        existing = self.existing(dataset, path)
         if existing is not None:
             return {**outcome, **existing, "status": "exists"}
         try:
@@ -120,15 +121,18 @@ class Upload:
             return {**outcome, "status": "failed", "error": str(exc)}
         return {**outcome, **uploaded, "status": "uploaded"}
 
-    def existing(self, dataset: str, name: str) -> dict | None:
+    def existing(self, dataset: str, path: str) -> dict | None:
+        """The experiment already made from this file at this revision, found by its source, not its name: one
+        revision may hold two result files of the same task and model."""
         dataset_id = self.rt.smith.find_dataset(dataset)
         if dataset_id is None:
             return None
-        found = self.rt.smith.experiments(dataset_id, name=name)
+        found = self.rt.smith.experiments(dataset_id, metadata={"hf_revision": self.target.sha, "hf_file": path})
         if not found:
             return None
         meta = (found[0].extra or {}).get("metadata", {})
-        return self.links(dataset_id, str(found[0].id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))
+        return {"experiment": found[0].name,
+                **self.links(dataset_id, str(found[0].id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
 
     def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
         smith = self.rt.smith
@@ -153,12 +157,27 @@ class Upload:
         header = {"experiment_name": name, "dataset_name": dataset, "experiment_metadata": meta,
                   "experiment_description": f"{evals.task} from {self.target.repo}@{self.target.sha[:7]} ({evals.path})",
                   "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
+        response = self.send(spool, header, start, end, evals.path)
+        return {"experiment": response["experiment"]["name"],
+                **self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
+                             spool.means())}
+
+    def send(self, spool: Spool, header: dict, start: datetime, end: datetime, path: str) -> dict:
+        """Uploads; when LangSmith says the name is taken (names are unique per workspace) by an experiment of
+        another file, the name gets a short hash of this file's path, which is stable across retries."""
+        try:
+            return self.send_as(spool, header, start, end)
+        except UpstreamError as exc:
+            if exc.status != 409:
+                raise
+        unique = f"{header['experiment_name']} · {hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        return self.send_as(spool, {**header, "experiment_name": unique}, start, end)
+
+    def send_as(self, spool: Spool, header: dict, start: datetime, end: datetime) -> dict:
         with tempfile.TemporaryFile() as body:
             write_body(spool, header, start, end, body)
             body.seek(0)
-            response = self.rt.smith.upload_experiment(body)
-        return self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
-                          spool.means())
+            return self.rt.smith.upload_experiment(body)
 
 
 def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> Side | None:
