@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2
 
+    from bridge.access import launch_options
     from bridge.runtime import add_routes, build_runtime, build_server
     from bridge.ui import build_ui
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     share = not args.no_share and settings.space_id is None
     with contextlib.redirect_stdout(io.StringIO()):  # WebhooksServer prints its own URL list; ours follows
         server.launch(prevent_thread_lock=True, share=share, server_name=args.host, server_port=args.port,
-                      show_error=True, quiet=True)
+                      show_error=True, quiet=True, **launch_options(runtime, args.host, share))
     add_routes(server, runtime)
     runtime.public_url = (f"https://{settings.space_host}" if settings.space_host
                           else (ui.share_url or ui.local_url)).rstrip("/")

@@ -165,7 +165,7 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
     config_path.write_text(CONFIG)
     sandbox_env = {
         "HF_ENDPOINT": handles[0].url, "HF_TOKEN": hf_token,
-        "LANGSMITH_ENDPOINT": handles[1].url, "LANGSMITH_API_KEY": ls_key,
+        "LANGSMITH_ENDPOINT": handles[1].url, "LANGSMITH_API_KEY": ls_key, "LANGSMITH_WEB_URL": handles[1].url,
         "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or secrets.token_urlsafe(16),
         "LANGSMITH_WEBHOOK_SECRET": env.get("LANGSMITH_WEBHOOK_SECRET") or secrets.token_urlsafe(16),
         "BRIDGE_STATE_DIR": str(root / "bridge"), "BRIDGE_CONFIG": str(config_path),

@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 
 from bridge.sandbox.langsmith_store import (DEFAULT_TENANT_ID, ApiError, Store, as_uuid, feedback_stats,
                                             parse_time, public)
+from bridge.sandbox.langsmith_web import WebPages
 from bridge.sandbox.server import Recorder, ServerHandle
 
 API_PREFIX = "/api/v1"
@@ -645,7 +646,7 @@ class LangSmithEmulator:
                  object_urls: str = "absolute") -> None:
         self.store = Store(tenant_id, object_urls=object_urls)
         self.limiter = RateLimiter(enabled=rate_limits, scale=rate_limit_scale)
-        self.recorder = Recorder(Gate(build_app(self.store), api_keys, self.limiter))
+        self.recorder = Recorder(WebPages(Gate(build_app(self.store), api_keys, self.limiter), self.store))
         self.handle: ServerHandle | None = None
 
     # ---- serving

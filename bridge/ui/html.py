@@ -1,0 +1,109 @@
+"""Small HTML builders for the pages. Every text that came from a payload, a file or an upstream goes through `esc`.
+
+Times are sent as `<time class="ts" datetime="...">` with a UTC fallback text; the browser script in `assets.py`
+rewrites them into the viewer's local time plus a relative form ("3 min ago").
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlparse
+
+STATE_ICONS = {"queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌", "dead": "☠️",
+               "cancelled": "⊘", "uploaded": "✅", "exists": "✅", "skipped": "➖"}
+
+
+def esc(value: Any) -> str:
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def when(value: Any) -> datetime | None:
+    """A datetime from epoch seconds or an ISO string (naive means UTC); None when it is neither."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, timezone.utc)
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def ts(value: Any, empty: str = "—") -> str:
+    moment = when(value)
+    if moment is None:
+        return esc(empty)
+    iso = moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return f'<time class="ts" datetime="{esc(iso)}">{esc(moment.strftime("%Y-%m-%d %H:%M UTC"))}</time>'
+
+
+def safe_url(url: Any) -> str | None:
+    """Only http(s) URLs become links: a payload must not be able to plant `javascript:` in the page."""
+    if not isinstance(url, str):
+        return None
+    parsed = urlparse(url.strip())
+    return url.strip() if parsed.scheme in ("http", "https") and parsed.netloc else None
+
+
+def link(url: Any, text: str, cls: str = "ext") -> str:
+    href = safe_url(url)
+    if href is None:
+        return esc(text)
+    return f'<a class="{cls}" href="{esc(href)}" target="_blank" rel="noopener noreferrer">{esc(text)} ↗</a>'
+
+
+def badge(state: Any) -> str:
+    state = str(state or "")
+    return f'<span class="badge st-{esc(state)}">{STATE_ICONS.get(state, "")} {esc(state)}</span>'
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+
+
+def table(headers: list[str], rows: list[list[str]], cls: str = "tbl", row_attrs: list[str] | None = None) -> str:
+    """Cells are HTML already escaped by the caller; headers are plain text."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    attrs = row_attrs or [""] * len(rows)
+    body = "".join(f"<tr{a}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row, a in zip(rows, attrs))
+    return (f'<div class="tbl-wrap"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
+
+
+def code(value: Any, limit: int = 20_000) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > limit:
+        text = text[:limit] + f"\n… ({len(text) - limit} more characters not shown)"
+    return f'<pre class="code">{esc(text)}</pre>'
+
+
+def notice(text: str, kind: str = "info", raw: bool = False) -> str:
+    """A boxed message; `kind` is info, ok, warn or error. `raw=True` when `text` is HTML built by the caller."""
+    return f'<div class="notice {kind}">{text if raw else esc(text)}</div>'
+
+
+def empty(text: str) -> str:
+    return f'<div class="empty">{esc(text)}</div>'
+
+
+def section(title: str, body: str, hint: str = "") -> str:
+    hint_html = f'<span class="hint">{esc(hint)}</span>' if hint else ""
+    return f'<section class="sect"><h3>{esc(title)}{hint_html}</h3>{body}</section>'
+
+
+def kv(pairs: list[tuple[str, str]]) -> str:
+    """A definition list; values are HTML already escaped by the caller."""
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in pairs)
+    return f'<dl class="kv">{items}</dl>'

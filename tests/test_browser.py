@@ -1,0 +1,266 @@
+"""The operator UI in a real browser against a real `python app.py --sandbox --no-share` process.
+
+Drives Debian's Chromium through Playwright (never `playwright install`). Every wait polls with a deadline.
+Screenshots of each page go to test-artifacts/screenshots/; with UPDATE_SCREENSHOTS=1 the Overview and Jobs ones are
+also copied to docs/screenshots/ for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from conftest import ROOT, wait_for
+
+from playwright import sync_api as playwright_api
+
+expect = playwright_api.expect
+CHROMIUM = shutil.which("chromium")
+# On a developer's machine without Chromium these tests say what to install; in CI (.ci/run installs it) they
+# must run, so a missing browser there is a failure, not a skip.
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI must provide Debian's chromium (apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+EXPORT_REPO, PROJECT = "sandbox-user/demo-feedback", "demo-support-bot"
+JOBS: dict[str, int] = {}  # jobs started by earlier tests, for the Jobs screenshot
+SLOW = 45_000  # ms: a job goes queued -> running -> done in a few seconds; the table refreshes every 3 s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """The app as people start it, in a subprocess with its own state; stopped (by its pid) at the end."""
+    state = tmp_path_factory.mktemp("sandbox-state")
+    port = free_port()
+    env = {**os.environ, "BRIDGE_STATE_DIR": str(state), "GRADIO_ANALYTICS_ENABLED": "False",
+           "LANGSMITH_TRACING": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("GRADIO_SERVER_NAME", None)
+    log = (state / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, "app.py", "--sandbox", "--no-share", "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or _healthy(base), timeout=60, interval=0.2, what="/healthz")
+        assert process.poll() is None, (state / "app.log").read_text()
+        yield {"base": base, "state": state,
+               "credentials": json.loads((state / "sandbox-credentials.json").read_text())}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def page(sandbox):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        tab = context.new_page()
+        tab.goto(sandbox["base"])
+        expect(tab.locator("#activity .stats")).to_be_visible(timeout=30_000)
+        yield tab
+        browser.close()
+
+
+def shoot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and name in ("overview", "jobs"):
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHOTS / f"{name}.png", DOCS_SHOTS / f"{name}.png")
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    expect(page.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
+
+
+def field(page, elem_id: str):
+    return page.locator(f"#{elem_id}").get_by_role("textbox")
+
+
+def selected_job(page, before: str) -> int:
+    """After a form is sent the page moves to Jobs with the new job selected."""
+    expect(page.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true", timeout=15_000)
+    number = page.locator("#job-id").get_by_role("textbox")
+    expect(number).not_to_have_value(before, timeout=15_000)
+    return int(number.input_value())
+
+
+def current_job(page) -> str:
+    number = page.locator("#job-id").get_by_role("textbox")  # gradio mounts a tab when it is first opened
+    return number.input_value() if number.count() else ""
+
+
+def job_state(page, job_id: int):
+    return page.locator(f'#jobs-table tr[data-job="{job_id}"] .state')
+
+
+def on_emulator(href: str, emulator: str) -> str:
+    """The sandbox sets LANGSMITH_WEB_URL to its emulator, so every LangSmith link must lead there."""
+    assert urlsplit(href).netloc == urlsplit(emulator).netloc, f"{href} does not point at the emulator {emulator}"
+    return href
+
+
+def test_overview(page, sandbox):
+    expect(page.locator("#who")).to_contain_text("Signed in")
+    expect(page.locator("#hub-url").get_by_role("textbox")).to_have_value(sandbox["base"] + "/webhooks/hub")
+    expect(page.locator("#credentials")).to_contain_text("HF_TOKEN")
+    expect(page.locator("#activity")).to_contain_text("LangSmith")
+    page.locator("#check-hub").click()
+    expect(page.locator("#check-result")).to_contain_text("connected as sandbox-user", timeout=15_000)
+    assert sandbox["credentials"]["HF_TOKEN"] not in page.content()
+    shoot(page, "overview")
+
+
+def test_upload_an_experiment_and_follow_its_langsmith_link(page, sandbox):
+    open_tab(page, "Run a job")
+    field(page, "exp-repo").fill("sandbox-user/demo-evals")
+    field(page, "exp-revision").fill("main")
+    before = current_job(page)
+    page.locator("#exp-submit").click()
+    job_id = selected_job(page, before)
+    expect(job_state(page, job_id)).to_contain_text("succeeded", timeout=SLOW)
+    expect(page.locator("#job-detail")).to_contain_text("exact_match", timeout=15_000)
+    link = page.locator(f'#jobs-table tr[data-job="{job_id}"] a.pill', has_text="LangSmith").first
+    href = link.get_attribute("href")
+    assert "/datasets/" in href and "/compare?selectedSessions=" in href
+    JOBS["experiment"] = job_id
+
+    langsmith = page.context.new_page()
+    langsmith.goto(on_emulator(href, sandbox["credentials"]["LANGSMITH_ENDPOINT"]))
+    expect(langsmith.locator("section.experiment h1")).to_contain_text("demo-org/tiny-chat-1b")
+    expect(langsmith.locator("section.experiment .rows")).to_have_text(re.compile(r"\d+ row\(s\)"))
+    expect(langsmith.locator("section.experiment")).to_contain_text("exact_match")
+    langsmith.close()
+
+
+def add_langsmith_run(credentials: dict) -> str:
+    """A new run in the sandbox project, through the real SDK, for the back-fill to find."""
+    from langsmith import Client
+
+    client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
+                    auto_batch_tracing=False)
+    run_id, start = str(uuid.uuid4()), datetime.now(timezone.utc) - timedelta(seconds=5)
+    client.create_run(name="ui-browser-test", run_type="llm", id=run_id, project_name=PROJECT,
+                      inputs={"messages": [{"role": "user", "content": "Where is my parcel?"}]},
+                      outputs={"generations": [[{"text": "It ships tomorrow."}]]},
+                      start_time=start, end_time=start + timedelta(seconds=1))  # synchronous without batching
+    return run_id
+
+
+def hub_run_ids(credentials: dict) -> set[str]:
+    import pyarrow.parquet as pq
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=credentials["HF_ENDPOINT"], token=credentials["HF_TOKEN"])
+    ids: set[str] = set()
+    for path in api.list_repo_files(EXPORT_REPO, repo_type="dataset"):
+        if path.startswith("runs/") and path.endswith(".parquet"):
+            local = api.hf_hub_download(EXPORT_REPO, path, repo_type="dataset")
+            ids.update(pq.read_table(local, columns=["run_id"]).column("run_id").to_pylist())
+    return ids
+
+
+def test_backfill_reaches_the_hub_and_review_sends_feedback(page, sandbox):
+    credentials = sandbox["credentials"]
+    run_id = add_langsmith_run(credentials)
+    open_tab(page, "Run a job")
+    expect(page.locator("#bf-target").get_by_role("combobox")).to_have_value(EXPORT_REPO)
+    field(page, "bf-project").fill(PROJECT)
+    field(page, "bf-filter").fill('eq(name, "ui-browser-test")')
+    before = current_job(page)
+    page.locator("#bf-submit").click()
+    backfill = selected_job(page, before)
+    expect(job_state(page, backfill)).to_contain_text("succeeded", timeout=SLOW)
+    detail = page.locator("#job-detail")
+    expect(detail).to_contain_text("flush job(s) #", timeout=15_000)
+    flush = int(re.search(r"flush job\(s\) #(\d+)", detail.inner_text()).group(1))
+    expect(job_state(page, flush)).to_contain_text("succeeded", timeout=SLOW)
+    page.locator(f'#jobs-table tr[data-job="{flush}"]').click()
+    expect(detail).to_contain_text("1 run(s) committed", timeout=15_000)
+    assert run_id in hub_run_ids(credentials)
+
+    open_tab(page, "Review")
+    page.locator("#review-refresh").click()
+    card = page.locator(f'.run-card[data-run="{run_id}"]')
+    expect(card).to_contain_text("Where is my parcel?", timeout=15_000)
+    expect(card).to_contain_text("It ships tomorrow.")
+    card.locator('button[data-act="up"]').click()
+    expect(page.locator("#review-status")).to_contain_text("queued as job #", timeout=15_000)
+    shoot(page, "review")
+    from langsmith import Client
+
+    client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
+                    auto_batch_tracing=False)
+    found = wait_for(lambda: [f for f in client.list_feedback(run_ids=[run_id]) if f.key == "user_score"],
+                     timeout=30, interval=0.3, what="the 👍 in the sandbox LangSmith")
+    assert found[0].score == 1
+    assert credentials["LANGSMITH_API_KEY"] not in page.content()
+
+
+def test_a_failed_job_shows_its_error_and_can_be_retried(page):
+    open_tab(page, "Run a job")
+    field(page, "exp-repo").fill("sandbox-user/does-not-exist")
+    field(page, "exp-revision").fill("main")
+    before = current_job(page)
+    page.locator("#exp-submit").click()
+    job_id = selected_job(page, before)
+    expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
+    row = page.locator(f'#jobs-table tr[data-job="{job_id}"]')
+    expect(row.locator(".err")).to_contain_text("404")
+    expect(page.locator("#job-detail .notice.error")).to_contain_text("does-not-exist", timeout=15_000)
+    retry = page.locator("#job-retry")
+    expect(retry).to_be_enabled(timeout=15_000)
+    retry.click()
+    expect(page.locator("#job-message")).to_contain_text("queued again")
+    expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^2/"), timeout=SLOW)
+    expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
+    # The README picture: a busy table, and the detail of the experiment uploaded by hand.
+    page.locator(f'#jobs-table tr[data-job="{JOBS.get("experiment", job_id)}"]').click()
+    expect(page.locator("#job-detail h2")).to_contain_text(f'#{JOBS.get("experiment", job_id)}')
+    shoot(page, "jobs")
+
+
+def test_settings_page(page, sandbox):
+    open_tab(page, "Settings")
+    expect(page.locator("#settings-problems")).to_be_visible()
+    expect(page.locator("#settings-env")).to_contain_text("set (value hidden)")
+    expect(page.locator("#settings-yaml")).to_contain_text(EXPORT_REPO)
+    for secret in sandbox["credentials"].values():
+        if not secret.startswith("http"):
+            assert secret not in page.content()
+    shoot(page, "settings")
+    open_tab(page, "Run a job")
+    shoot(page, "run")
