@@ -23,13 +23,32 @@ TARGET = "Hugging Face Hub"
 BRIDGE_MARK = "[hub-langsmith-bridge]"
 
 
+class TimeoutCap(httpx2.BaseTransport):
+    """Caps every phase of every request at `seconds`. A client-level timeout is not enough: huggingface_hub passes
+    `timeout=None` for paginated listings and its own 10 s for downloads, and both override the client's."""
+
+    def __init__(self, inner: httpx2.BaseTransport, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {phase: min(v, self.seconds) if v is not None else self.seconds
+                                         for phase, v in {**dict.fromkeys(("connect", "read", "write", "pool")),
+                                                          **given}.items()}
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def install_timeout(seconds: float, on_client: Callable[[httpx2.Client], object] | None = None) -> None:
     """huggingface_hub's shared HTTP client has no timeout by default; a stuck call must not hang a worker forever.
     `on_client` sees every client the library builds (it rebuilds the shared one after a factory change)."""
 
     def factory() -> httpx2.Client:
-        client = default_client_factory()  # keeps the library's own request hooks
-        client.timeout = httpx2.Timeout(seconds)
+        hooks = default_client_factory().event_hooks  # keep the library's own request hooks
+        client = httpx2.Client(event_hooks=hooks, follow_redirects=True, timeout=httpx2.Timeout(seconds),
+                               transport=TimeoutCap(httpx2.HTTPTransport(), seconds))
         if on_client:
             on_client(client)
         return client
@@ -39,6 +58,23 @@ def install_timeout(seconds: float, on_client: Callable[[httpx2.Client], object]
 
 def _server_message(exc: HfHubHTTPError) -> str:
     return (getattr(exc, "server_message", None) or str(exc).splitlines()[0]).strip()
+
+
+def _status_in_chain(exc: BaseException) -> int | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if response is not None and getattr(response, "status_code", None):
+            return response.status_code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _cause_text(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, HfHubHTTPError):
+        return _server_message(cause)
+    return f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager
@@ -52,7 +88,12 @@ def hub_errors(action: str) -> Iterator[None]:
         retry_after = parse_retry_after(response.headers.get("retry-after")) if response is not None else None
         raise UpstreamError(TARGET, f"{action} failed: {_server_message(exc)}", status=status,
                             transient=is_transient_status(status), retry_after=retry_after) from exc
-    except (httpx2.TransportError, LocalEntryNotFoundError, ConnectionError, TimeoutError) as exc:
+    except LocalEntryNotFoundError as exc:
+        # hf_hub_download wraps what went wrong on the wire; a refused answer (4xx) must not look like a lost network
+        status = _status_in_chain(exc)
+        raise UpstreamError(TARGET, f"{action} failed: {_cause_text(exc)}", status=status,
+                            transient=status is None or is_transient_status(status)) from exc
+    except (httpx2.TransportError, ConnectionError, TimeoutError) as exc:
         raise UpstreamError(TARGET, f"{action} failed: {type(exc).__name__}: {exc}", transient=True) from exc
 
 

@@ -188,7 +188,7 @@ def test_job_detail_never_shows_secrets_and_summarises_exports(tmp_path):
     runtime = make_runtime(tmp_path)
     store = runtime.store
     runs = [{"id": f"run-{i}", "inputs": {"q": "x" * 5000}} for i in range(40)]
-    payload = {"rule_id": "rule-1", "runs": runs, "note": f"token {HF} leaked", "api_key": LS}
+    payload = {"rule_id": "rule-1", "runs": len(runs), "note": f"token {HF} leaked", "api_key": LS}  # as routed
     _, ids = store.record_delivery("langsmith", json.dumps({"runs": runs}),
                                    [JobSpec("export", "export:1", payload, "rule")])
     export = store.get(ids[0])

@@ -5,6 +5,7 @@ Rendering functions are pure (job in, HTML out) so they can be tested without a 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -81,23 +82,31 @@ def jobs_table(jobs: list[Job], selected: int | None, now: float, filtered: bool
 
 
 def export_summary(payload: dict, store: Any) -> dict:
-    """An export job's payload can hold megabytes of runs: show what it is about, not the runs themselves."""
-    runs = payload.get("runs") or []
-    summary = {k: v for k, v in payload.items() if k not in ("runs", "feedback_stats")}
-    summary["runs"] = f"{len(runs)} run(s)"
-    summary["run_ids"] = [str(r.get("id")) for r in runs[:10] if isinstance(r, dict)]
-    if len(runs) > 10:
-        summary["run_ids"].append("…")
-    if payload.get("delivery_id") is not None:
-        try:
-            delivery = store.delivery(payload["delivery_id"])
-        except KeyError:
-            summary["delivery"] = "no longer stored"
-        else:
-            summary["delivery"] = {"id": delivery["id"], "source": delivery["source"], "outcome": delivery["outcome"],
-                                   "received_at": delivery["received_at"],
-                                   "stored_body": f"{len(delivery['body'] or '')} characters (not shown)"}
+    """An export job refers to its stored delivery, which can hold megabytes of runs: show what it is about (the
+    run count and the first run ids), not the runs themselves."""
+    summary = {k: v for k, v in payload.items() if k != "runs"}
+    summary["runs"] = f"{payload.get('runs', 0)} run(s)"
+    if payload.get("delivery_id") is None:
+        return summary
+    try:
+        delivery = store.delivery(payload["delivery_id"])
+    except KeyError:
+        summary["delivery"] = "no longer stored"
+        return summary
+    summary["delivery"] = {"id": delivery["id"], "source": delivery["source"], "outcome": delivery["outcome"],
+                           "received_at": delivery["received_at"],
+                           "stored_body": f"{len(delivery['body'] or '')} characters (not shown)"}
+    summary["run_ids"] = _first_run_ids(delivery["body"])
     return summary
+
+
+def _first_run_ids(body: str | None, limit: int = 10) -> list[str]:
+    try:
+        runs = json.loads(body or "{}").get("runs") or []
+    except (ValueError, RecursionError, AttributeError):
+        return []
+    ids = [str(r.get("id")) for r in runs[:limit] if isinstance(r, dict)]
+    return ids + (["…"] if len(runs) > limit else [])
 
 
 def payload_view(job: Job, store: Any) -> Any:
