@@ -20,6 +20,9 @@ class Database:
         self.path = path
         self._local = threading.local()
         self._schema_lock = threading.Lock()
+        # One writer at a time inside the process: threads queue on this lock in order instead of sleeping in
+        # SQLite's busy-retry loop, where some starve for seconds under a burst of webhook deliveries.
+        self._write_lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -34,9 +37,21 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: taken the write lock up front so two workers never claim the same row."""
+        """A write transaction, IMMEDIATE so two workers never claim the same row."""
+        with self._write_lock:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only transaction: a consistent snapshot that never waits for writers (WAL)."""
+        with self._transaction("BEGIN") as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         try:
             yield conn
         except BaseException:

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .db import Database
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     payload TEXT NOT NULL,
     state TEXT NOT NULL,
     trigger TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
     next_attempt_at REAL NOT NULL,
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL
 );
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, priority, next_attempt_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
@@ -92,6 +93,7 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    priority: int = 1
 
     @classmethod
     def from_row(cls, row: Any) -> "Job":
@@ -137,22 +139,24 @@ class JobStore:
 
     # ---- writing ----
     def enqueue(self, kind: str, key: str, payload: dict, *, trigger: str = "webhook", subject: str = "",
-                delay: float = 0.0) -> tuple[Job, bool]:
-        """Returns (job, created). An existing key returns the existing job untouched."""
+                delay: float = 0.0, priority: int = 1) -> tuple[Job, bool]:
+        """Returns (job, created). An existing key returns the existing job untouched. Among due jobs a lower
+        `priority` runs first (e.g. committing what is buffered goes before mapping more)."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         with self.db.tx() as conn:
-            job, created = self._insert(conn, kind, key, payload, trigger, subject, delay)
+            job, created = self._insert(conn, kind, key, payload, trigger, subject, delay, priority)
         self._announce([(job, created)])
         return job, created
 
     def _insert(self, conn: Any, kind: str, key: str, payload: dict, trigger: str, subject: str,
-                delay: float = 0.0) -> tuple[Job, bool]:
+                delay: float = 0.0, priority: int = 1) -> tuple[Job, bool]:
         now = self.clock()
         cur = conn.execute(
-            "INSERT INTO jobs (kind, key, subject, payload, state, trigger, max_attempts, next_attempt_at,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (kind, key, subject, json.dumps(payload), trigger, self.policy.max_attempts, now + delay, now, now))
+            "INSERT INTO jobs (kind, key, subject, payload, state, trigger, priority, max_attempts, next_attempt_at,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            (kind, key, subject, json.dumps(payload), trigger, priority, self.policy.max_attempts, now + delay, now,
+             now))
         row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return Job.from_row(row), cur.rowcount == 1
 
@@ -161,7 +165,7 @@ class JobStore:
         for job in created:
             self._transition(job, "queued")
         if created:
-            self._wake()
+            self.wake()
 
     def record_delivery(self, source: str, body: str | None, specs: list | None, reason: str | None = None,
                         trigger: str = "webhook") -> tuple[str, list[int]]:
@@ -185,7 +189,7 @@ class JobStore:
         return outcome, job_ids
 
     def delivery(self, delivery_id: int) -> dict:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         if row is None:
             raise KeyError(f"no delivery with id {delivery_id}")
@@ -193,7 +197,7 @@ class JobStore:
 
     def deliveries(self, limit: int = 50, source: str | None = None) -> list[dict]:
         where, params = ("WHERE source = ?", (source,)) if source else ("", ())
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             rows = conn.execute("SELECT id, source, received_at, status_code, outcome, reason, job_ids,"
                                 f" body IS NOT NULL AS has_body FROM deliveries {where} ORDER BY id DESC LIMIT ?",
                                 (*params, limit)).fetchall()
@@ -205,14 +209,14 @@ class JobStore:
                          (oid, repo, self.clock()))
 
     def is_own_commit(self, oid: str) -> bool:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             return conn.execute("SELECT 1 FROM own_commits WHERE oid = ?", (oid,)).fetchone() is not None
 
     def claim(self) -> Job | None:
         now = self.clock()
         with self.db.tx() as conn:
             row = conn.execute("SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?"
-                               " ORDER BY next_attempt_at, id LIMIT 1", (now,)).fetchone()
+                               " ORDER BY priority, next_attempt_at, id LIMIT 1", (now,)).fetchone()
             if row is None:
                 return None
             conn.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?,"
@@ -251,7 +255,7 @@ class JobStore:
         finished = self.get(job.id)
         self._transition(finished, state, duration=now - (job.started_at or now))
         if state == "queued":
-            self._wake()
+            self.wake()
         return finished
 
     def set_progress(self, job_id: int, done: int, total: int, unit: str = "items") -> None:
@@ -286,7 +290,7 @@ class JobStore:
                          (now, self.policy.max_attempts, now, job_id))
         job = self.get(job_id)
         self._transition(job, "queued", note=why)
-        self._wake()
+        self.wake()
         return job
 
     def recover(self) -> list[int]:
@@ -307,7 +311,7 @@ class JobStore:
 
     # ---- reading ----
     def get(self, job_id: int) -> Job:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             return self._get(conn, job_id)
 
     @staticmethod
@@ -318,7 +322,7 @@ class JobStore:
         return Job.from_row(row)
 
     def find(self, key: str) -> Job | None:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return Job.from_row(row) if row else None
 
@@ -330,27 +334,27 @@ class JobStore:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
 
     def attempts(self, job_id: int) -> list[dict]:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             rows = conn.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
         return [dict(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             rows = conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | {r["state"]: r["n"] for r in rows}
 
     def next_due(self) -> float | None:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             row = conn.execute("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
         return row["t"]
 
     # ---- notifications ----
-    def _wake(self) -> None:
+    def wake(self) -> None:
         with self.wakeup:
             self.wakeup.notify_all()
 
@@ -366,68 +370,3 @@ class JobStore:
                 listener(job)
             except Exception:  # an observer (metrics) must never break a state change that is already committed
                 log.exception("job listener %r failed", listener)
-
-
-Handler = Callable[[Job, "JobContext"], dict | None]
-
-
-@dataclass
-class JobContext:
-    store: JobStore
-    job: Job
-    services: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def progress(self, done: int, total: int, unit: str = "items") -> None:
-        self.store.set_progress(self.job.id, done, total, unit)
-
-
-class WorkerPool:
-    """Threads that claim queued jobs and run the handler registered for their kind."""
-
-    def __init__(self, store: JobStore, handlers: dict[str, Handler], *, workers: int = 2, services: Any = None,
-                 idle_poll: float = 1.0) -> None:
-        self.store, self.handlers, self.services = store, handlers, services
-        self.count, self.idle_poll = workers, idle_poll
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> "WorkerPool":
-        self.store.recover()
-        for i in range(self.count):
-            thread = threading.Thread(target=self._loop, name=f"bridge-worker-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.store._wake()
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            job = self.store.claim()
-            if job is None:
-                self._idle()
-                continue
-            self.run_one(job)
-
-    def _idle(self) -> None:
-        due = self.store.next_due()
-        wait = self.idle_poll if due is None else min(self.idle_poll, max(0.0, due - self.store.clock()))
-        with self.store.wakeup:
-            self.store.wakeup.wait(timeout=max(wait, 0.01))
-
-    def run_one(self, job: Job) -> Job:
-        handler = self.handlers.get(job.kind)
-        if handler is None:
-            return self.store.fail(job, BridgeError(f"no handler registered for job kind {job.kind!r}"))
-        try:
-            result = handler(job, JobContext(self.store, job, self.services))
-        except Exception as exc:  # every failure is recorded on the job; a worker thread never dies of one
-            if not isinstance(exc, BridgeError):
-                log.exception("job %s (%s) raised an unexpected error", job.id, job.kind)
-            return self.store.fail(job, exc, getattr(exc, "result", None))
-        return self.store.succeed(job, result)

@@ -168,7 +168,7 @@ class JobStats:
         self.store = store
 
     def snapshot(self) -> QueueSnapshot:
-        with self.store.db.tx() as conn:
+        with self.store.db.read() as conn:
             rows = conn.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state").fetchall()
             oldest = conn.execute("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
         return QueueSnapshot({(r["kind"], r["state"]): r["n"] for r in rows}, oldest["t"])

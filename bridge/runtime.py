@@ -12,7 +12,9 @@ from huggingface_hub import WebhooksServer
 
 from .db import Database
 from .hub import Hub, install_timeout
-from .jobs import JobStore, RetryPolicy, Scrubber, WorkerPool
+from .jobs import JobStore, RetryPolicy, Scrubber
+from .ledger import Ledger
+from .workers import WorkerPool
 from .metrics import Metrics, instrument_httpx_client, metrics_route
 from .settings import Settings
 from .smith import Smith
@@ -60,7 +62,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    from .flows import exports, handlers  # flows import the clients; keep them out of the web layer's imports
+    from .flows import handlers  # flows import the clients; keep them out of the web layer's imports
 
     metrics = Metrics()
     install_timeout(settings.request_timeout, lambda client: instrument_httpx_client(client, "hub", metrics))
@@ -75,7 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
                             settings.request_timeout, settings.langsmith_web_url, metrics.session_hook),
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
-    runtime.ledger = exports.Ledger(store)
+    runtime.ledger = Ledger(store)
     if settings.trace_project:
         from .tracing import Tracer
 

@@ -47,7 +47,8 @@ class Tracer:
         try:
             yield
         except BaseException as exc:
-            _safe("end the job run", lambda: self._end(root, error=f"{type(exc).__name__}: {exc}"))
+            error = f"{type(exc).__name__}: {exc}"
+            _safe("end the job run", lambda: self._end(root, error=error))
             raise
         else:
             _safe("end the job run", lambda: self._end(root))
@@ -78,7 +79,8 @@ def step(name: str, run_type: str = "chain", **inputs: Any) -> Iterator[dict]:
     try:
         yield outputs
     except BaseException as exc:
-        _safe(f"end {name}", lambda: Tracer._end(child, error=f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        _safe(f"end {name}", lambda: Tracer._end(child, error=error))
         raise
     else:
         _safe(f"end {name}", lambda: Tracer._end(child, outputs=outputs))

@@ -85,7 +85,7 @@ def make_bridge(tmp_path, hub, smith):
 
 def run_jobs(runtime, limit: int = 50) -> list:
     """Runs every job that is due, in this thread, until none is left; returns them in order."""
-    from bridge.jobs import WorkerPool
+    from bridge.workers import WorkerPool
 
     pool = WorkerPool(runtime.store, runtime.handlers, services=runtime)
     done = []

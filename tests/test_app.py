@@ -1,53 +1,25 @@
 """`python app.py --sandbox --no-share` as a user runs it: a subprocess, no account, no network."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 
 import pytest
 import requests
 
+from apps import AppProcess
 from bridge.settings import load_config
 from conftest import ROOT, wait_for
 from hub_payloads import content_push
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sandbox_app(tmp_path_factory):
-    state = tmp_path_factory.mktemp("sandbox")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LANGSMITH_", "WEBHOOK_", "BRIDGE_"))}
-    env["BRIDGE_STATE_DIR"] = str(state)
-    log = open(state / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--sandbox", "--no-share", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, (state / "app.log").read_text()
-        try:
-            return requests.get(base + "/healthz", timeout=2).ok
-        except requests.ConnectionError:
-            return False
+    folder = tmp_path_factory.mktemp("sandbox")
+    app = AppProcess(folder, ["--sandbox"])
     try:
-        wait_for(up, timeout=90, interval=0.2, what="the sandbox app to answer /healthz")
-        yield base, state, json.loads((state / "sandbox-credentials.json").read_text())
+        app.start(folder / "state")
+        yield app.base, app.state, json.loads((app.state / "sandbox-credentials.json").read_text())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        app.stop()
 
 
 def jobs(base):

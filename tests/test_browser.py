@@ -11,16 +11,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
+from apps import AppProcess
 from conftest import ROOT, wait_for
 
 from playwright import sync_api as playwright_api
@@ -42,43 +39,17 @@ JOBS: dict[str, int] = {}  # jobs started by earlier tests, for the Jobs screens
 SLOW = 45_000  # ms: a job goes queued -> running -> done in a few seconds; the table refreshes every 3 s
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """The app as people start it, in a subprocess with its own state; stopped (by its pid) at the end."""
-    state = tmp_path_factory.mktemp("sandbox-state")
-    port = free_port()
-    env = {**os.environ, "BRIDGE_STATE_DIR": str(state), "GRADIO_ANALYTICS_ENABLED": "False",
-           "LANGSMITH_TRACING": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    env.pop("GRADIO_SERVER_NAME", None)
-    log = (state / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, "app.py", "--sandbox", "--no-share", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    """The app as people start it, in a subprocess with its own state; stopped at the end."""
+    folder = tmp_path_factory.mktemp("sandbox")
+    app = AppProcess(folder, ["--sandbox"])
     try:
-        wait_for(lambda: process.poll() is not None or _healthy(base), timeout=60, interval=0.2, what="/healthz")
-        assert process.poll() is None, (state / "app.log").read_text()
-        yield {"base": base, "state": state,
-               "credentials": json.loads((state / "sandbox-credentials.json").read_text())}
+        app.start(folder / "state", timeout=60)
+        yield {"base": app.base, "state": app.state,
+               "credentials": json.loads((app.state / "sandbox-credentials.json").read_text())}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return requests.get(base + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+        app.stop()
 
 
 @pytest.fixture(scope="module")

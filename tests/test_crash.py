@@ -11,12 +11,7 @@ The emulators run in this process (fixtures `hub`, `smith`); the app reaches the
 from __future__ import annotations
 
 import io
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,7 +20,8 @@ import requests
 
 from bridge.formats.pr_comment import marker
 from bridge.sandbox.demo import QUESTIONS, lm_eval_files
-from conftest import HF_TOKEN, LS_KEY, ROOT, wait_for
+from apps import AppProcess, emulator_env
+from conftest import wait_for
 from test_flow_exports import RULE, chat_run
 
 HUB_SECRET = "crash-test-hub-secret"
@@ -53,76 +49,14 @@ reconcile_minutes: 0
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
+class App(AppProcess):
     """The bridge as a user runs it, as a subprocess pointed at the in-process emulators."""
 
     def __init__(self, folder: Path, hub, smith, config_text: str, **env: str) -> None:
-        self.folder, self.port = folder, free_port()
         self.config = folder / "bridge.yaml"
         self.config.write_text(config_text)
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("HF_", "LANGSMITH_", "WEBHOOK_", "BRIDGE_", "GRADIO_"))}
-        self.env = {**inherited, "HF_ENDPOINT": hub.base_url, "HF_TOKEN": HF_TOKEN, "LANGSMITH_ENDPOINT": smith.url,
-                    "LANGSMITH_API_KEY": LS_KEY, "LANGSMITH_WEB_URL": smith.url, "WEBHOOK_SECRET": HUB_SECRET,
-                    "LANGSMITH_WEBHOOK_SECRET": LS_SECRET, "LANGSMITH_TRACING": "false",
-                    "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1",
-                    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **env}
-        self.proc: subprocess.Popen | None = None
-        self.state: Path | None = None
-        self.logs: list[Path] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, state: Path, timeout: float = 90) -> "App":
-        self.state = state
-        log = self.folder / f"app-{len(self.logs)}.log"
-        self.logs.append(log)
-        with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "app.py", "--no-share", "--port", str(self.port), "--config", str(self.config)],
-                cwd=ROOT, env={**self.env, "BRIDGE_STATE_DIR": str(state)}, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=timeout, interval=0.2, what=f"the app to answer {self.base}/healthz")
-        return self
-
-    def _up(self) -> bool:
-        assert self.proc.poll() is None, f"the app exited:\n{self.log_text()}"
-        try:
-            return requests.get(self.base + "/healthz", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-    def health(self) -> dict:
-        return requests.get(self.base + "/healthz", timeout=5).json()
-
-    def idle(self) -> bool:
-        jobs = self.health()["jobs"]
-        return jobs["queued"] == 0 and jobs["running"] == 0
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a Space being evicted."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        secrets = {"WEBHOOK_SECRET": HUB_SECRET, "LANGSMITH_WEBHOOK_SECRET": LS_SECRET}
+        super().__init__(folder, ["--config", str(self.config)], emulator_env(hub, smith, **{**secrets, **env}))
 
     def query(self, sql: str) -> list:
         """Reads the app's SQLite store read-only, safe while the app runs (WAL)."""

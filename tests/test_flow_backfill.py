@@ -1,9 +1,7 @@
 """Back-fill: pages through a project's runs within the rate limits, resumes after an interruption, no duplicates."""
 
-import io
 import json
 
-import pyarrow.parquet as pq
 
 from conftest import run_jobs
 from test_flow_exports import REPO, RULE, chat_run, config, deliver, read_rows

@@ -4,7 +4,6 @@ import json
 import shutil
 from datetime import datetime, timezone
 
-import pytest
 
 from bridge.formats.pr_comment import marker
 from bridge.routing import experiment_spec
@@ -13,11 +12,11 @@ from conftest import run_jobs, wait_for
 
 REPO = "acme/llama-evals"
 MODEL = "acme/llama-3-8b"
-CONFIG = f"""
+CONFIG = """
 experiments:
   - repo: "acme/*-evals"
     files: ["**/samples_*.jsonl", "**/*.csv"]
-jobs: {{backoff_seconds: 0.01, max_backoff_seconds: 0.05}}
+jobs: {backoff_seconds: 0.01, max_backoff_seconds: 0.05}
 """
 DATASET = "llama-evals/demo_qa"
 

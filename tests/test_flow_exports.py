@@ -3,11 +3,9 @@
 import io
 import json
 import shutil
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
-import pytest
 import requests
 
 from bridge.routing import Ignored, route_rule
@@ -195,15 +193,20 @@ def test_same_delivery_twice_and_after_wiping_state_no_duplicates(hub, smith, ma
 
 
 def test_commit_failure_rows_go_out_with_the_next_commit(hub, smith, make_bridge):
-    runtime = make_bridge(config(presets="[runs]"))
+    runtime = make_bridge(config(flush=3600, presets="[runs]"))
+    clock = [1_800_000_000.0 + 10]
+    runtime.store.clock = lambda: clock[0]
     ids = seed(smith, 3)
     hub.recorder.add_fault(r"/commit/", status=500, times=1)
     deliver(runtime, smith.webhook_payload(RULE, ids))
-    jobs = run_jobs(runtime)
-    assert jobs[1].kind == "flush" and jobs[1].state == "queued"  # transient: retried
+    assert [j.kind for j in run_jobs(runtime)] == ["export"]
+    clock[0] += 3600
+    [flush] = run_jobs(runtime)
+    assert (flush.kind, flush.state) == ("flush", "queued")  # transient: retried later
     more = seed(smith, 2)
-    deliver(runtime, smith.webhook_payload(RULE, more))
-    runtime.store.clock = lambda: 4_000_000_000.0  # everything is due
+    deliver(runtime, smith.webhook_payload(RULE, more))  # arrives while the failed batch still waits
+    assert [j.kind for j in run_jobs(runtime)] == ["export"]
+    clock[0] += 3600
     run_jobs(runtime)
     assert sorted(r["run_id"] for r in read_rows(hub)) == sorted(ids + more)
     assert len(bridge_commits(hub)) == 1

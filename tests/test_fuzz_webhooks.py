@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -23,9 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.runtime import add_routes, build_runtime, build_server
-from bridge.settings import Settings
-from bridge.ui import build_ui
+from apps import webhook_app
 
 HUB_SECRET = "hub-secret-Fz31"
 LS_SECRET = "ls-secret-Fz57"
@@ -48,26 +45,12 @@ STATUSES: Counter = Counter()
 SLOWEST = {"seconds": 0.0}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    (state / "bridge.yaml").write_text(CONFIG)
-    env = {"WEBHOOK_SECRET": HUB_SECRET, "LANGSMITH_WEBHOOK_SECRET": LS_SECRET, "BRIDGE_STATE_DIR": str(state),
-           "HF_ENDPOINT": "http://127.0.0.1:9", "LANGSMITH_ENDPOINT": "http://127.0.0.1:9"}
-    runtime = build_runtime(Settings.from_env(env, state / "bridge.yaml"))
-    ui = build_ui(runtime)
-    server = build_server(runtime, ui)
-    server.launch(prevent_thread_lock=True, share=False, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    add_routes(server, runtime)
-    runtime.base = ui.local_url.rstrip("/")
-    yield runtime
-    ui.close()
+    launched = webhook_app(tmp_path_factory.mktemp("state"), CONFIG, WEBHOOK_SECRET=HUB_SECRET,
+                           LANGSMITH_WEBHOOK_SECRET=LS_SECRET)
+    yield launched.runtime
+    launched.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

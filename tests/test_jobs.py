@@ -5,13 +5,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from bridge.db import Database
 from bridge.errors import BridgeError, FormatError, MissingCredential, UpstreamError
-from bridge.jobs import JobStore, RetryPolicy, Scrubber, WorkerPool
+from bridge.jobs import JobStore, RetryPolicy, Scrubber
+from bridge.workers import WorkerPool
 from conftest import ROOT, wait_for
 
 
@@ -151,7 +151,8 @@ WORKER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from bridge.db import Database
-    from bridge.jobs import JobStore, WorkerPool
+    from bridge.jobs import JobStore
+    from bridge.workers import WorkerPool
     state = Path({state!r})
     mode = sys.argv[1]
     store = JobStore(Database(state / "jobs.sqlite3"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import socket
 import time
 import uuid
 from typing import Any
@@ -16,13 +15,13 @@ from typing import Any
 import pytest
 import requests
 
+from apps import launch_in_process
 from bridge import access
 from bridge.access import Policy, authorize
 from bridge.jobs import Job
 from bridge.routing import JobSpec
-from bridge.runtime import add_routes, build_runtime, build_server
+from bridge.runtime import build_runtime
 from bridge.settings import Settings
-from bridge.ui import build_ui
 from bridge.ui import jobs as jobs_page
 from bridge.ui import review as review_page
 from bridge.ui.config_page import config_yaml, env_html
@@ -43,12 +42,6 @@ exports:
     backfill: {project: "support-bot"}
 """
 PRESIGNED = "http://127.0.0.1:9/api/v1/feedback/tokens/0b7f4c3e-presigned"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_runtime(tmp_path, **env: str):
@@ -268,12 +261,8 @@ class App:
 
 def launch(runtime, host: str, share: bool = False) -> App:
     """Listens on loopback, but decides access as if it listened on `host` (how the app would be exposed)."""
-    ui = build_ui(runtime)
-    server = build_server(runtime, ui)
-    server.launch(prevent_thread_lock=True, share=False, server_name="127.0.0.1", server_port=free_port(),
-                  quiet=True, **access.launch_options(runtime, host, share))
-    add_routes(server, runtime)
-    return App(runtime, ui, ui.local_url.rstrip("/"))
+    launched = launch_in_process(runtime, host, share)
+    return App(runtime, launched.ui, launched.base)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,11 @@
 """The webhook endpoints on the real WebhooksServer app, over HTTP: auth matrix and every kind of answer."""
 
 import json
-import socket
 
 import pytest
 import requests
 
-from bridge.runtime import add_routes, build_runtime, build_server
-from bridge.settings import Settings
-from bridge.ui import build_ui
+from apps import webhook_app
 from hub_payloads import content_push, discussion_comment, new_pr
 
 HUB_SECRET = "hub-secret-Xq81"
@@ -22,26 +19,12 @@ exports:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    (state / "bridge.yaml").write_text(CONFIG)
-    env = {"WEBHOOK_SECRET": HUB_SECRET, "LANGSMITH_WEBHOOK_SECRET": LS_SECRET, "BRIDGE_STATE_DIR": str(state),
-           "HF_ENDPOINT": "http://127.0.0.1:9", "LANGSMITH_ENDPOINT": "http://127.0.0.1:9"}
-    runtime = build_runtime(Settings.from_env(env, state / "bridge.yaml"))
-    ui = build_ui(runtime)
-    server = build_server(runtime, ui)
-    server.launch(prevent_thread_lock=True, share=False, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    add_routes(server, runtime)
-    runtime.base = ui.local_url.rstrip("/")
-    yield runtime
-    ui.close()
+    launched = webhook_app(tmp_path_factory.mktemp("state"), CONFIG, WEBHOOK_SECRET=HUB_SECRET,
+                           LANGSMITH_WEBHOOK_SECRET=LS_SECRET)
+    yield launched.runtime
+    launched.close()
 
 
 def post(app, path, body, headers=None, params=None, raw=None):

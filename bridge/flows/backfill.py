@@ -30,7 +30,7 @@ class Cursors:
         db.migrate(SCHEMA)
 
     def load(self, job_id: int) -> tuple[str | None, dict | None]:
-        with self.db.tx() as conn:
+        with self.db.read() as conn:
             row = conn.execute("SELECT * FROM backfill_cursors WHERE job_id = ?", (job_id,)).fetchone()
         return (row["cursor"], json.loads(row["counts"])) if row else (None, None)
 

@@ -16,6 +16,8 @@ import io
 import json
 import logging
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,154 +29,48 @@ from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_web_url
 from ..formats.training import preset_rows, to_parquet_bytes, to_table
+from ..ledger import iso_time
 from ..settings import ExportTarget
 from ..smith import ObjectFetcher
 from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS export_buffer (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    rows TEXT NOT NULL,
-    end_time TEXT,
-    job_id INTEGER,
-    created_at REAL NOT NULL,
-    UNIQUE (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS exported (
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    end_time TEXT,
-    PRIMARY KEY (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS recent_runs (
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    committed_at REAL NOT NULL,
-    row TEXT NOT NULL,
-    PRIMARY KEY (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS export_repos (
-    repo TEXT PRIMARY KEY,
-    synced_shards TEXT NOT NULL DEFAULT '[]',
-    card TEXT
-);
-"""
 FLUSH = "flush"
 RUNS_PREFIX = "runs/"
-
-
-def iso_time(value: Any) -> str | None:
-    """One text form for end times (from rows and from parquet), so MAX() in SQL orders them by time."""
-    if value is None or value == "":
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat()
-
-
-class Ledger:
-    """The export tables: what is buffered, what is already in each repo."""
-
-    def __init__(self, store: Any) -> None:
-        self.store, self.db = store, store.db
-        self.db.migrate(SCHEMA)
-
-    def known(self, repo: str, run_ids: list[str]) -> set[str]:
-        marks = ",".join("?" * len(run_ids))
-        with self.db.tx() as conn:
-            rows = conn.execute(f"SELECT run_id FROM exported WHERE repo = ? AND run_id IN ({marks}) UNION "
-                                f"SELECT run_id FROM export_buffer WHERE repo = ? AND run_id IN ({marks})",
-                                (repo, *run_ids, repo, *run_ids)).fetchall()
-        return {r["run_id"] for r in rows}
-
-    def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int) -> int:
-        now = self.store.clock()
-        with self.db.tx() as conn:
-            before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at)"
-                             " VALUES (?, ?, ?, ?, ?, ?)",
-                             [(repo, rid, json.dumps(r, default=str), iso_time(end), job_id, now)
-                              for rid, r, end in rows])
-            return conn.total_changes - before
-
-    def buffered(self, repo: str, limit: int) -> list[Any]:
-        with self.db.tx() as conn:
-            return conn.execute("SELECT * FROM export_buffer WHERE repo = ? ORDER BY id LIMIT ?",
-                                (repo, limit)).fetchall()
-
-    def pending(self, repo: str) -> int:
-        with self.db.tx() as conn:
-            return conn.execute("SELECT COUNT(*) FROM export_buffer WHERE repo = ?", (repo,)).fetchone()[0]
-
-    def repos_with_buffer(self) -> list[str]:
-        with self.db.tx() as conn:
-            return [r["repo"] for r in conn.execute("SELECT DISTINCT repo FROM export_buffer").fetchall()]
-
-    def mark_exported(self, repo: str, entries: list[tuple[str, str | None]]) -> None:
-        with self.db.tx() as conn:
-            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time) VALUES (?, ?, ?)",
-                             [(repo, rid, end) for rid, end in entries])
-            conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?",
-                             [(repo, rid) for rid, _ in entries])
-
-    def repo_state(self, repo: str) -> tuple[set[str], str | None]:
-        with self.db.tx() as conn:
-            row = conn.execute("SELECT * FROM export_repos WHERE repo = ?", (repo,)).fetchone()
-        return (set(json.loads(row["synced_shards"])), row["card"]) if row else (set(), None)
-
-    def save_repo_state(self, repo: str, shards: set[str], card: str | None) -> None:
-        with self.db.tx() as conn:
-            conn.execute("INSERT INTO export_repos (repo, synced_shards, card) VALUES (?, ?, ?) ON CONFLICT (repo) "
-                         "DO UPDATE SET synced_shards = excluded.synced_shards, card = excluded.card",
-                         (repo, json.dumps(sorted(shards)), card))
-
-    def remember_recent(self, repo: str, rows: list[Any], keep: int = 500) -> None:
-        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
-        now = self.store.clock()
-        with self.db.tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                             [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
-            conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
-                         "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
-
-    def recent(self, limit: int = 50) -> list[dict]:
-        with self.db.tx() as conn:
-            rows = conn.execute("SELECT repo, run_id, committed_at, row FROM recent_runs "
-                                "ORDER BY committed_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
-        return [{"repo": r["repo"], "committed_at": r["committed_at"], **json.loads(r["row"])} for r in rows]
-
-    def newest_end_time(self, repo: str) -> str | None:
-        with self.db.tx() as conn:
-            return conn.execute("SELECT MAX(end_time) FROM exported WHERE repo = ?", (repo,)).fetchone()[0]
 
 
 # ---------------------------------------------------------------- export: runs -> buffered rows
 
 
-def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
-    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
+OBJECT_FETCHERS = 16  # object stores answer in parallel; one at a time costs a round trip per field per run
+
+
+def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
+    """Fills offloaded inputs/outputs from their object URLs, many at once; returns the runs still missing some."""
     fetcher = ObjectFetcher(runtime.settings.langsmith_endpoint, timeout=runtime.settings.request_timeout,
                             on_session=runtime.metrics.session_hook)
-    missing = []
-    for run in runs:
-        urls = offloaded_payload_urls(run)
-        for field in ("inputs", "outputs"):
-            if run.get(field) is not None:
-                continue
-            if field in urls:
-                try:
-                    run[field] = json.loads(fetcher.fetch(urls[field]))
-                    counts["objects_fetched"] += 1
-                    continue
-                except (UpstreamError, ValueError) as exc:
-                    log.info("object URL for run %s %s failed (%s); will query the run", run["id"], field, exc)
-            missing.append(run)
-            break
+    wanted = [(run, field, url) for run in runs for field, url in offloaded_payload_urls(run).items()
+              if run.get(field) is None]
+
+    def fetch(item: tuple[dict, str, str]) -> bool:
+        run, field, url = item
+        try:
+            run[field] = json.loads(fetcher.fetch(url))
+            return True
+        except (UpstreamError, ValueError) as exc:
+            log.info("object URL for run %s %s failed (%s); will query the run", run["id"], field, exc)
+            return False
+
+    if wanted:
+        with ThreadPoolExecutor(max_workers=min(OBJECT_FETCHERS, len(wanted))) as pool:
+            counts["objects_fetched"] += sum(pool.map(fetch, wanted))
+    return [run for run in runs if run.get("inputs") is None or run.get("outputs") is None]
+
+
+def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
+    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
+    missing = fetch_objects(runtime, runs, counts)
     if missing:
         fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id([str(r["id"]) for r in missing])}
         counts["runs_queried"] += len(missing)
@@ -244,8 +140,9 @@ def schedule_flush(runtime: Any, target: ExportTarget, trigger: str) -> int:
     window, delay = flush_delay(target, store.clock())
     if ledger.pending(target.repo) >= target.max_rows_per_commit:
         window, delay = f"full-{ledger.buffered(target.repo, 1)[0]['id']}", 0.0
+    # Priority 0: once due, committing what waits goes before mapping more runs into the buffer.
     job, _ = store.enqueue(FLUSH, f"{FLUSH}:{target.repo}:{window}", {"repo": target.repo}, trigger=trigger,
-                           subject=target.repo, delay=delay)
+                           subject=target.repo, delay=delay, priority=0)
     return job.id
 
 
@@ -376,7 +273,22 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     return True
 
 
+_flush_locks: dict[str, threading.Lock] = {}
+_flush_locks_guard = threading.Lock()
+
+
+def repo_lock(repo: str) -> threading.Lock:
+    """One flush per repo at a time: two workers flushing one repo would build the same shards twice."""
+    with _flush_locks_guard:
+        return _flush_locks.setdefault(repo, threading.Lock())
+
+
 def run_flush(job: Any, ctx: Any) -> dict:
+    with repo_lock(job.payload["repo"]):
+        return flush_repo(job, ctx)
+
+
+def flush_repo(job: Any, ctx: Any) -> dict:
     rt, repo = ctx.services, job.payload["repo"]
     targets = [t for t in rt.settings.config.exports if t.repo == repo]
     if not targets:

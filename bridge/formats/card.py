@@ -189,7 +189,7 @@ def _provenance(rules: list[str], version: str, threshold: float | None, redacti
     listed = ", ".join(f"`{r}`" for r in rules) if rules else "none recorded"
     lines = [f"- Exported by hub-langsmith-bridge {version}.",
              f"- LangSmith automation rules: {listed}.",
-             f"- Shards: `<config>/<yyyy>/<mm>/<dd>/<shard-id>.parquet` (UTC export date)."]
+             "- Shards: `<config>/<yyyy>/<mm>/<dd>/<shard-id>.parquet` (UTC export date)."]
     if threshold is not None and any(p in presets for p in ("sft", "kto")):
         lines.append(f"- Positive feedback: every feedback score at least {threshold:g} (sft); kto labels are "
                      f"score >= {threshold:g}.")

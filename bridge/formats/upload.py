@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import IO, Any
 
 ROW_NAMESPACE = uuid.UUID("6f1d3c5e-8b2a-5d4e-9c7f-0a1b2c3d4e5f")
