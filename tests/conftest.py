@@ -22,6 +22,21 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")
 
 
+class Clock:
+    """A clock a test moves by hand (`clock.now += 60`) for stores and metrics that take one."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> object:
     """Polls until `condition()` is truthy and returns its value; fails the test at the deadline."""
     deadline = time.monotonic() + timeout

@@ -15,19 +15,6 @@ from bridge.workers import WorkerPool
 from conftest import ROOT, wait_for
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def store(tmp_path, clock):
     return JobStore(Database(tmp_path / "jobs.sqlite3"), RetryPolicy(max_attempts=3, base_seconds=2, max_seconds=60),

@@ -105,19 +105,6 @@ def test_text_parses_and_registries_are_separate():
 
 # ---- the job store ----
 
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def store(tmp_path, clock):
     return JobStore(Database(tmp_path / "bridge.sqlite3"), clock=clock)
