@@ -14,11 +14,11 @@ from .db import Database
 from .hub import Hub, install_timeout
 from .jobs import JobStore, RetryPolicy, Scrubber
 from .ledger import Ledger
-from .workers import WorkerPool
 from .metrics import Metrics, instrument_httpx_client, metrics_route
 from .settings import Settings
 from .smith import Smith
 from .web import healthz, hub_endpoint, langsmith_endpoint
+from .workers import WorkerPool
 
 log = logging.getLogger("bridge")
 
