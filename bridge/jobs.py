@@ -175,6 +175,8 @@ class JobStore:
         `ignored` when no job was asked for. Job payloads may refer to the stored body by `delivery_id`.
         """
         with self.db.tx() as conn:
+            if specs and self._all_known(conn, [s.key for s in specs]):
+                body = None  # a re-delivery: its body is already stored with the first one
             cur = conn.execute("INSERT INTO deliveries (source, received_at, status_code, outcome, reason, body)"
                                " VALUES (?, ?, 0, 'pending', ?, ?)", (source, self.clock(), reason, body))
             delivery_id = cur.lastrowid
@@ -182,11 +184,16 @@ class JobStore:
                                     s.subject) for s in specs or []]
             outcome = "ignored" if not results else "queued" if any(new for _, new in results) else "duplicate"
             job_ids = [job.id for job, _ in results]
-            conn.execute("UPDATE deliveries SET outcome = ?, status_code = ?, job_ids = ?,"
-                         " body = CASE WHEN ? = 'duplicate' THEN NULL ELSE body END WHERE id = ?",
-                         (outcome, 202 if outcome == "queued" else 200, json.dumps(job_ids), outcome, delivery_id))
+            conn.execute("UPDATE deliveries SET outcome = ?, status_code = ?, job_ids = ? WHERE id = ?",
+                         (outcome, 202 if outcome == "queued" else 200, json.dumps(job_ids), delivery_id))
         self._announce(results)
         return outcome, job_ids
+
+    @staticmethod
+    def _all_known(conn: Any, keys: list[str]) -> bool:
+        marks = ",".join("?" * len(keys))
+        found = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE key IN ({marks})", keys).fetchone()[0]
+        return found == len(set(keys))
 
     def delivery(self, delivery_id: int) -> dict:
         with self.db.read() as conn:

@@ -106,7 +106,7 @@ class LangSmithEmulator:
             runs = [self.store.runs[as_uuid(run_id, "run_id")] for run_id in run_ids]
             starts = [parse_time(r["start_time"]) for r in runs] or [self.store.now()]
             ends = [parse_time(r["end_time"] or r["start_time"]) for r in runs] or [self.store.now()]
-            rows = [f for f in self.store.feedback.values() if f["run_id"] in {r["id"] for r in runs}]
+            rows = self.store.feedback.of_runs({r["id"] for r in runs})
             return {"rule_id": rule_id, "start_time": min(starts).isoformat(), "end_time": max(ends).isoformat(),
                     "runs": [self.store.run_view(r, for_webhook=True) for r in runs],
                     "feedback_stats": feedback_stats(rows)}

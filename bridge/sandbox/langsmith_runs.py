@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import json
 import secrets
 import threading
 import uuid
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 from bridge.sandbox.langsmith_common import ApiError, as_uuid, feedback_stats, parse_time, public, run_time
@@ -37,6 +39,55 @@ PATCHABLE_RUN_KEYS = ("name", "end_time", "error", "inputs", "outputs", "events"
                       "reference_example_id", "status", "serialized")
 
 
+class FeedbackTable(MutableMapping):
+    """`Store.feedback`: feedback rows by id, in insertion order like a dict, that also knows each run's feedback.
+
+    `by_run` maps a run id (None for feedback on no run, e.g. experiment summary scores) to its feedback ids, so
+    finding a run's feedback costs what it returns instead of a scan of every row; `position` keeps each id's place
+    in the table, so the rows come back in the order such a scan would find them. Both are kept up to date wherever
+    rows are added, replaced or deleted (the routes `del` rows directly). Rows changed in place must keep their
+    `run_id`, as every update does (PATCH /feedback changes score, value, comment and correction only)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+        self.by_run: dict[str | None, set[str]] = {}
+        self.position: dict[str, int] = {}
+        self.counter = itertools.count()
+
+    def __getitem__(self, fid: str) -> dict:
+        return self.rows[fid]
+
+    def __setitem__(self, fid: str, row: dict) -> None:
+        old = self.rows.get(fid)
+        if old is None:
+            self.position[fid] = next(self.counter)
+        else:
+            self.by_run[old.get("run_id")].discard(fid)
+        self.rows[fid] = row
+        self.by_run.setdefault(row.get("run_id"), set()).add(fid)
+
+    def __delitem__(self, fid: str) -> None:
+        self.by_run[self.rows.pop(fid).get("run_id")].discard(fid)
+        del self.position[fid]
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self.rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def values(self):  # noqa: ANN201 - the dict's own view, for the scans that want every row
+        return self.rows.values()
+
+    def of_runs(self, run_ids: Iterable[str | None]) -> list[dict]:
+        """The rows of `run_ids`, in table order: what a scan of every row would find, in the same order."""
+        ids = [fid for run_id in set(run_ids) for fid in self.by_run.get(run_id, ())]
+        return [self.rows[fid] for fid in sorted(ids, key=self.position.__getitem__)]
+
+
 class RunRecords:
     """Runs, feedback, tokens and stored objects, on the state `Store.__init__` creates."""
 
@@ -45,7 +96,7 @@ class RunRecords:
     base_url: str | None
     lock: threading.RLock
     runs: dict[str, dict]
-    feedback: dict[str, dict]
+    feedback: FeedbackTable
     tokens: dict[str, dict]
     objects: dict[str, bytes]
     pending_patches: dict[str, dict]
@@ -191,13 +242,18 @@ class RunRecords:
     def list_feedback(self, *, run_ids: list[str], keys: list[str], sources: list[str],
                       session_ids: list[str]) -> list[dict]:
         with self.lock:
-            return [public(f) for f in self.feedback.values()
-                    if (not run_ids or f["run_id"] in run_ids) and (not keys or f["key"] in keys)
+            rows = self.feedback.of_runs(run_ids) if run_ids else self.feedback.values()
+            return [public(f) for f in rows
+                    if (not keys or f["key"] in keys)
                     and (not sources or (f["feedback_source"] or {}).get("type") in sources)
                     and (not session_ids or f["session_id"] in session_ids)]
 
-    def _feedback_of_runs(self, run_ids: set[str]) -> list[dict]:
-        return [f for f in self.feedback.values() if f["run_id"] in run_ids]
+    def _feedback_of_runs(self, run_ids: Iterable[str]) -> list[dict]:
+        return self.feedback.of_runs(run_ids)
+
+    def _session_summary_feedback(self, session_id: str) -> list[dict]:
+        """Feedback on a session itself (no run), e.g. an experiment's summary scores, in table order."""
+        return [f for f in self.feedback.of_runs((None, "")) if f["session_id"] == session_id]
 
     # ---- presigned feedback tokens
     def create_token(self, spec: Any) -> dict:

@@ -22,7 +22,7 @@ from typing import Any
 # parse_time, as_uuid, public and feedback_stats stay importable from here, as before the store was split.
 from bridge.sandbox.langsmith_common import (DEFAULT_TENANT_ID, UTC, ApiError, as_uuid, feedback_stats, parse_time,
                                              public)
-from bridge.sandbox.langsmith_runs import RunRecords
+from bridge.sandbox.langsmith_runs import FeedbackTable, RunRecords
 
 SESSION_STAT_KEYS = ("run_count", "latency_p50", "latency_p99", "first_token_p50", "first_token_p99",
                      "total_tokens", "prompt_tokens", "completion_tokens", "total_cost", "prompt_cost",
@@ -43,7 +43,7 @@ class Store(RunRecords):
         self.datasets: dict[str, dict] = {}
         self.examples: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
-        self.feedback: dict[str, dict] = {}
+        self.feedback = FeedbackTable()  # id -> row, and each run's feedback ids
         self.tokens: dict[str, dict] = {}
         self.objects: dict[str, bytes] = {}
         self.pending_patches: dict[str, dict] = {}  # a batch may carry a patch before its post
@@ -108,7 +108,7 @@ class Store(RunRecords):
             view["run_count"] = sum(1 for r in runs if r["is_root"])
             view["last_run_start_time"] = max((r["start_time"] for r in runs), default=None)
             view["feedback_stats"] = feedback_stats(self._feedback_of_runs({r["id"] for r in runs})) or None
-            summary = [f for f in self.feedback.values() if f["session_id"] == session["id"] and not f["run_id"]]
+            summary = self._session_summary_feedback(session["id"])
             view["session_feedback_stats"] = feedback_stats(summary) or None
             view["error_rate"] = (sum(1 for r in runs if r["error"]) / len(runs)) if runs else None
         return view
@@ -256,8 +256,7 @@ class Store(RunRecords):
                          "example": public(self.examples[r["reference_example_id"]]),
                          "feedback": [public(f) for f in self._feedback_of_runs({r["id"]})]}
                         for r in runs if r["reference_example_id"] in self.examples]
-                summary = [public(f) for f in self.feedback.values()
-                           if f["session_id"] == session["id"] and not f["run_id"]]
+                summary = [public(f) for f in self._session_summary_feedback(session["id"])]
                 found.append({**self.session_view(session, include_stats=True),
                               "metadata": (session["extra"] or {}).get("metadata") or {},
                               "rows": rows, "summary_feedback": summary})

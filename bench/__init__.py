@@ -1,0 +1,10 @@
+"""Benchmarks of hub-langsmith-bridge: `python -m bench` (add `--quick` for a smoke run).
+
+Every benchmark starts the two sandbox emulators in this process (so their request logs can be counted), runs
+`python app.py --no-share` as a subprocess pointed at them, and drives load from separate processes
+(`bench.load`, `bench.baseline`). Only loopback addresses are used.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
