@@ -7,10 +7,9 @@ huggingface_hub reads HF_ENDPOINT at import time, so every call passes `endpoint
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from bridge.sandbox.hub import HubEmulator
 from bridge.sandbox.server import ServerHandle
+from conftest import wait_for
 
 TOKEN = "hf_sandbox_token"        # sandbox-user, member of org "acme"
 OTHER = "hf_other_token"          # other-user, no orgs
@@ -83,16 +83,6 @@ def receiver():
     box["receiver"] = Receiver(handle)
     yield box["receiver"]
     handle.stop()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def upload(sandbox: Sandbox, path: str, content: bytes, token: str | bool = TOKEN, **kwargs: Any):
@@ -359,7 +349,7 @@ def test_webhook_delivers_content_and_discussion_events(sandbox: Sandbox, receiv
     assert sandbox.api(OTHER).list_webhooks() == []  # webhooks belong to their creator
     old = sandbox.hub.head(REPO)
     new = upload(sandbox, "r.json", b"{}").oid
-    first = wait_until(lambda: receiver.received)[0]
+    first = wait_for(lambda: receiver.received)[0]
     assert first["secret"] == "s3cret"
     body = first["body"]
     assert body["event"] == {"action": "update", "scope": "repo.content"}
@@ -371,7 +361,7 @@ def test_webhook_delivers_content_and_discussion_events(sandbox: Sandbox, receiv
     receiver.received.clear()
     sandbox.api(OTHER).create_pull_request(REPO, "Add run", repo_type="dataset")
     sandbox.api().comment_discussion(REPO, 1, "thanks", repo_type="dataset")
-    events = wait_until(lambda: len(receiver.received) >= 3 and receiver.received)
+    events = wait_for(lambda: len(receiver.received) >= 3 and receiver.received)
     scopes = [(e["body"]["event"]["scope"], e["body"]["event"]["action"]) for e in events]
     assert scopes == [("discussion", "create"), ("repo.content", "update"), ("discussion.comment", "create")]
     assert events[1]["body"]["updatedRefs"] == [{"ref": "refs/pr/1", "oldSha": None, "newSha": new}]
