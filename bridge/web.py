@@ -74,11 +74,16 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(raw: bytes) -> object:
+def decode(raw: bytes) -> str:
     try:
-        return json.loads(raw.decode("utf-8"))
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejection(400, "body is not valid UTF-8") from None
+
+
+def parse_json(text: str) -> object:
+    try:
+        return json.loads(text)
     except RecursionError:
         raise Rejection(400, "body is nested too deeply") from None
     except ValueError as exc:
@@ -118,12 +123,12 @@ class WebhookEndpoint:
             raise Rejection(400, "body is nested too deeply") from None
 
     def _store(self, raw: bytes) -> tuple[int, dict]:
+        text = decode(raw)
         try:
-            delivery = self.parse(parse_json(raw))
+            delivery = self.parse(parse_json(text))
         except PayloadError as exc:
             raise Rejection(422, str(exc)) from None
         routed = self.route(delivery)
-        text = raw.decode("utf-8")
         if isinstance(routed, Ignored):
             self.store.record_delivery(self.source, text, None, routed.reason)
             return 200, {"status": "ignored", "reason": routed.reason}
