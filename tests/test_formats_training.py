@@ -1,4 +1,4 @@
-"""Message extraction and the sft / preference / kto presets (bridge.formats.training)."""
+"""Message extraction (bridge.formats.messages) and the sft / preference / kto presets (bridge.formats.training)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.formats.messages import extract_messages
 from bridge.formats.runs import group_feedback
 from bridge.formats.training import (
     PRESETS,
@@ -17,7 +18,6 @@ from bridge.formats.training import (
     SKIP_REASONS,
     TRAINING_PRESETS,
     collect_rows,
-    extract_messages,
     preset_rows,
     to_parquet_bytes,
     to_table,

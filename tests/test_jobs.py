@@ -134,7 +134,7 @@ def test_worker_pool_runs_jobs_in_background(tmp_path):
 
 
 WORKER = textwrap.dedent("""
-    import sys, time
+    import sys, threading
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from bridge.db import Database
@@ -147,8 +147,7 @@ WORKER = textwrap.dedent("""
     def handler(job, ctx):
         if mode == "hang":
             (state / "started").write_text(str(job.attempts))
-            while True:
-                time.sleep(0.05)
+            threading.Event().wait()  # mid-job until the test SIGKILLs the process
         with open(state / "done.log", "a") as f:
             f.write(f"{{job.id}}\\n")
         return {{"ok": True}}
@@ -156,8 +155,7 @@ WORKER = textwrap.dedent("""
     if mode == "hang":
         store.enqueue("k", "only-once", {{}})
     pool = WorkerPool(store, {{"k": handler}}, workers=1).start()
-    while True:
-        time.sleep(0.05)
+    threading.Event().wait()  # the workers are daemon threads: keep the process up until it is killed
 """)
 
 
