@@ -100,7 +100,7 @@ def notes(report: Report, sizes: Sizes, chosen: set[str]) -> None:
                     "(Recorder.latency), for the bridge and the baseline alike, on "
                     f"{sizes.latency_bridge_deliveries} and {sizes.latency_baseline_deliveries} deliveries (not "
                     f"{sizes.export_deliveries}, to keep the run short: a delivery's 200 objects cost the bridge "
-                    f"200 round trips, {exports.OBJECT_FETCHERS} at a time, so ≥ {math.ceil(200 / exports.OBJECT_FETCHERS)} "
+                    f"200 round trips, {exports.ObjectFetcher.THREADS} at a time, so ≥ {math.ceil(200 / exports.ObjectFetcher.THREADS)} "
                     f"× {LATENCY * 1000:.0f} ms per delivery).")
 
 

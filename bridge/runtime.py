@@ -74,7 +74,8 @@ def build_runtime(settings: Settings) -> Runtime:
     key = settings.langsmith_api_key.get_secret_value() if settings.langsmith_api_key else None
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
-                            settings.request_timeout, settings.langsmith_web_url, metrics.session_hook),
+                            settings.request_timeout, settings.langsmith_web_url, metrics.session_hook,
+                            lambda status: metrics.upstream("objects", status)),
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = Ledger(store)

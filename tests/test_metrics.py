@@ -293,8 +293,7 @@ def test_a_retrying_adapter_counts_its_final_answer_once(upstream):
 
 def test_object_fetcher_session(upstream):
     metrics = Metrics()
-    fetcher = ObjectFetcher(upstream.url)
-    instrument_requests_session(fetcher.session, "objects", metrics)
+    fetcher = ObjectFetcher(upstream.url, on_status=lambda status: metrics.upstream("objects", status))
     assert fetcher.fetch("/blob") == b"object bytes"
     with pytest.raises(UpstreamError):
         fetcher.fetch("/unavailable")

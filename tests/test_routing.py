@@ -1,8 +1,12 @@
 """Pure routing: which deliveries become which jobs. No I/O."""
 
-import pytest
+import json
 
-from bridge.events import PayloadError, parse_hub_delivery, parse_rule_delivery
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.events import PayloadError, parse_hub_delivery, parse_rule_delivery, read_rule_delivery
 from bridge.routing import EXPERIMENT, EXPORT, Ignored, export_key, route_hub, route_rule
 from bridge.settings import parse_config
 from hub_payloads import SHA_A, SHA_B, content_push, discussion_comment, new_pr
@@ -102,3 +106,56 @@ def test_rule_routing_ignores_unknown_rules_and_accepts_threads():
     [spec] = route_rule(parse_rule_delivery({"rule_id": "rule-1", "runs": [], "threads": [{"id": "t"}]}), CONFIG)
     assert "1 thread" in spec.subject
     assert isinstance(route_rule(parse_rule_delivery({"rule_id": "rule-1", "runs": []}), CONFIG), Ignored)
+
+
+# ---- the fast rule reader must agree with the full parse on everything it accepts
+
+def _full_route(text: str):
+    try:
+        return route_rule(parse_rule_delivery(json.loads(text)), CONFIG)
+    except (PayloadError, ValueError, RecursionError) as exc:
+        return type(exc).__name__
+
+
+def _fast_route(text: str):
+    delivery = read_rule_delivery(text.encode("utf-8", "surrogatepass"))
+    return None if delivery is None else route_rule(delivery, CONFIG)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                         max_size=3), max_leaves=8)
+RUNS = st.lists(st.fixed_dictionaries({}, optional={"id": st.sampled_from(["r1", "r2", "", None, 7]) | JSON_VALUES,
+                                                    "inputs": JSON_VALUES}) | JSON_VALUES, max_size=4)
+BODIES = st.fixed_dictionaries({}, optional={
+    "rule_id": st.sampled_from(["rule-1", "other"]) | JSON_VALUES, "runs": RUNS | JSON_VALUES,
+    "threads": st.lists(JSON_VALUES, max_size=2) | JSON_VALUES, "start_time": st.sampled_from(["2026-11-21"]) | JSON_VALUES,
+    "end_time": JSON_VALUES, "feedback_stats": JSON_VALUES}) | JSON_VALUES
+
+
+@settings(max_examples=600, deadline=None)
+@given(BODIES)
+def test_fast_rule_reader_routes_like_the_full_parse(body):
+    text = json.dumps(body)
+    fast = _fast_route(text)
+    assert fast is None or fast == _full_route(text)
+
+
+@pytest.mark.parametrize("text", [
+    '{"rule_id": "rule-1", "runs": [{"id": "a", "x": NaN}]}',
+    '{"rule_id": "rule-1", "runs": [{"id": "a", "x": "\\ud800"}]}',
+    '{"rule_id": "rule-1", "rule_id": 5, "runs": [{"id": "a"}]}',
+    '{"rule_id": "rule-1", "runs": [{"id": "a"}, "b"]}',
+    '{"rule_id": "rule-1", "runs": [{"id": "a"}]} trailing',
+    '{"rule_id": "rule-1", "runs": [{"id": "a", "deep": ' + "[" * 5000 + "]" * 5000 + "}]}",
+    '{"rule_id": "rule-1", "runs": [{"id": "a"}], "feedback_stats": []}',
+], ids=["nan", "lone-surrogate", "duplicate-key", "run-not-object", "trailing-text", "deep-nesting", "stats-list"])
+def test_fast_rule_reader_leaves_the_odd_cases_to_the_full_parse(text):
+    assert _fast_route(text) is None
+
+
+def test_fast_rule_reader_takes_a_real_delivery():
+    text = json.dumps({"rule_id": "rule-1", "start_time": "2026-11-21T10:00:00", "end_time": None,
+                       "runs": [{"id": "r1", "inputs": {"q": "hi"}}, {"id": "r2"}], "feedback_stats": {}})
+    [spec] = _fast_route(text)
+    assert spec == _full_route(text)[0]

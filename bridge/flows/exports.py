@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -31,7 +30,6 @@ from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_
 from ..formats.training import preset_rows, to_parquet_bytes, to_table
 from ..ledger import iso_time
 from ..settings import ExportTarget
-from ..smith import ObjectFetcher
 from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
@@ -43,13 +41,9 @@ RUNS_PREFIX = "runs/"
 # ---------------------------------------------------------------- export: runs -> buffered rows
 
 
-OBJECT_FETCHERS = 16  # object stores answer in parallel; one at a time costs a round trip per field per run
-
-
 def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
     """Fills offloaded inputs/outputs from their object URLs, many at once; returns the runs still missing some."""
-    fetcher = ObjectFetcher(runtime.settings.langsmith_endpoint, timeout=runtime.settings.request_timeout,
-                            on_session=runtime.metrics.session_hook)
+    fetcher = runtime.smith.objects
     wanted = [(run, field, url) for run in runs for field, url in offloaded_payload_urls(run).items()
               if run.get(field) is None]
 
@@ -63,8 +57,7 @@ def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
             return False
 
     if wanted:
-        with ThreadPoolExecutor(max_workers=min(OBJECT_FETCHERS, len(wanted))) as pool:
-            counts["objects_fetched"] += sum(pool.map(fetch, wanted))
+        counts["objects_fetched"] += sum(fetcher.map(fetch, wanted))
     return [run for run in runs if run.get("inputs") is None or run.get("outputs") is None]
 
 
