@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class WriteBusy(Exception):
+    """`tx(wait=False)` found another thread of this process writing."""
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,11 +40,16 @@ class Database:
         return conn
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, IMMEDIATE so two workers never claim the same row."""
-        with self._write_lock:
+    def tx(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction, IMMEDIATE so two workers never claim the same row. With `wait=False` it raises
+        WriteBusy at once instead of queuing behind another thread's transaction."""
+        if not self._write_lock.acquire(blocking=wait):
+            raise WriteBusy()
+        try:
             with self._transaction("BEGIN IMMEDIATE") as conn:
                 yield conn
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -168,13 +168,14 @@ class JobStore:
             self.wake()
 
     def record_delivery(self, source: str, body: str | None, specs: list | None, reason: str | None = None,
-                        trigger: str = "webhook") -> tuple[str, list[int]]:
+                        trigger: str = "webhook", wait: bool = True) -> tuple[str, list[int]]:
         """Stores a delivery and the jobs it asks for in one transaction: what we answer 2xx is never lost.
 
         Returns (outcome, job ids): outcome is `queued` when any job is new, `duplicate` when every job existed,
         `ignored` when no job was asked for. Job payloads may refer to the stored body by `delivery_id`.
+        With `wait=False`, raises `db.WriteBusy` (nothing stored) when another thread is writing.
         """
-        with self.db.tx() as conn:
+        with self.db.tx(wait) as conn:
             if specs and self._all_known(conn, [s.key for s in specs]):
                 body = None  # a re-delivery: its body is already stored with the first one
             cur = conn.execute("INSERT INTO deliveries (source, received_at, status_code, outcome, reason, body)"

@@ -256,7 +256,7 @@ class ObjectFetcher:
     """
 
     MAX_REDIRECTS = 3
-    THREADS = 16  # object stores answer in parallel; one at a time costs a round trip per field per run
+    THREADS = 32  # shared by the job workers; object stores answer in parallel, one at a time costs a round trip each
     REDIRECTS = (301, 302, 303, 307, 308)
 
     def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0,
@@ -264,7 +264,7 @@ class ObjectFetcher:
         self.api_root, self.max_bytes = api_root.rstrip("/") + "/", max_bytes
         self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
         # No proxy or netrc from the environment (urllib3 reads neither); certifi's CAs, as requests uses.
-        self.http = urllib3.PoolManager(maxsize=2 * self.THREADS, retries=False, ca_certs=certifi.where())
+        self.http = urllib3.PoolManager(maxsize=self.THREADS, retries=False, ca_certs=certifi.where())
         self.on_status = on_status or (lambda status: None)
         self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()

@@ -181,7 +181,9 @@ def test_sigkill_with_jobs_queued_running_and_rows_buffered_then_restart(hub, sm
         hub.recorder.add_fault(r"/commit/", method="POST", after=True, delay=15, drop=True, times=1)
         half = LS_DELIVERIES // 2
         world.deliver_langsmith(app, bodies[:half])
-        wait_for(lambda: running(app, "flush"), timeout=30, what="the first flush (at the end of its window)")
+        # Its commit must have been sent (it then holds the first half's rows only) before the second half arrives.
+        wait_for(lambda: running(app, "flush") and commit_landed_unanswered(hub), timeout=30,
+                 what="the first flush (at the end of its window) to send its commit")
         world.deliver_langsmith(app, bodies[half:])  # buffered for the next window
         assert [s for _, s in world.ls_answers] == [202] * LS_DELIVERIES
         wait_for(lambda: app.query("SELECT COUNT(*) FROM jobs WHERE kind = 'export' AND state = 'succeeded'")[0][0]

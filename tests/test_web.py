@@ -159,3 +159,19 @@ def test_metrics_count_deliveries_and_jobs(app):
     assert "bridge_ack_seconds_bucket" in text and "bridge_queue_depth" in text
     assert 'bridge_jobs{kind="export",state="queued"}' in text
     assert HUB_SECRET not in text and LS_SECRET not in text
+
+
+def test_a_busy_database_delays_only_the_deliveries(app):
+    """While a job holds the write transaction, a delivery waits for it in a thread (and is stored), and the event
+    loop keeps answering everything else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = new_pr(8, sha="d" * 40)
+    with ThreadPoolExecutor(1) as pool:
+        with app.store.db.tx():
+            pending = pool.submit(post, app, "/webhooks/hub", body, HUB)
+            assert requests.get(app.base + "/healthz", timeout=10).status_code == 200  # not blocked
+            assert not pending.done()
+        response = pending.result(timeout=10)
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert app.store.get(response.json()["job_ids"][0]).payload["pr"] == 8
