@@ -12,6 +12,10 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import yaml
+
+from bridge.sandbox import demo
+
 from . import ROOT
 
 RULE_ID = "d75d7417-0c57-4655-88fe-1db3cda3a47a"
@@ -105,17 +109,10 @@ def bridge_config(export_repo: str, flush_seconds: float = 5) -> str:
     """The sandbox demo's configuration (experiments from `*-evals` repos, an export with every preset, feedback
     links and redaction), with the benchmark's own repo names. The periodic reconcile is off: its next run always
     sits in the queue, and the benchmarks read "queue empty" on /healthz as "all work done"."""
-    return f"""\
-reconcile_minutes: 0
-experiments:
-  - repo: "bench-user/*-evals"
-    files: ["**/samples_*.jsonl", "**/*.csv"]
-exports:
-  - rule_id: "{RULE_ID}"
-    repo: "{export_repo}"
-    presets: [runs, sft, preference, kto]
-    feedback_links: {{keys: [user_score], expires_hours: 168}}
-    redact: [emails, secrets]
-    flush_seconds: {flush_seconds}
-    max_rows_per_commit: {MAX_ROWS_PER_COMMIT}
-"""
+    config = yaml.safe_load(demo.CONFIG)
+    config.pop("jobs", None)  # the demo's short backoff is for people watching it; the benchmarks keep the default
+    config["reconcile_minutes"] = 0
+    config["experiments"][0]["repo"] = "bench-user/*-evals"
+    config["exports"][0].update(rule_id=RULE_ID, repo=export_repo, flush_seconds=flush_seconds,
+                                max_rows_per_commit=MAX_ROWS_PER_COMMIT)
+    return yaml.safe_dump(config, sort_keys=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import msgspec.structs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
@@ -118,5 +119,5 @@ def read_rule_delivery(body: bytes | str) -> RuleDelivery | None:
         head = msgspec.json.decode(body, type=_RuleHead)
     except (msgspec.MsgspecError, RecursionError):
         return None
-    fields = {name: getattr(head, name) for name in head.__struct_fields__}
+    fields = msgspec.structs.asdict(head)
     return RuleDelivery.model_construct(**{**fields, "runs": [{"id": run.id} for run in head.runs]})

@@ -59,6 +59,7 @@ class Runtime:
     def stop(self) -> None:
         if self.pool:
             self.pool.stop()
+        self.smith.close()
 
 
 def build_runtime(settings: Settings) -> Runtime:

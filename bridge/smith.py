@@ -127,6 +127,10 @@ class Smith:
             self._objects = ObjectFetcher(self.endpoint, timeout=self.timeout, on_status=self.on_object_status)
         return self._objects
 
+    def close(self) -> None:
+        if self._objects is not None:
+            self._objects.close()
+
     @property
     def web_url(self) -> str:
         return self.client._host_url
@@ -257,7 +261,6 @@ class ObjectFetcher:
 
     MAX_REDIRECTS = 3
     THREADS = 32  # shared by the job workers; object stores answer in parallel, one at a time costs a round trip each
-    REDIRECTS = (301, 302, 303, 307, 308)
 
     def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0,
                  on_status: Callable[[int | str], object] | None = None) -> None:
@@ -276,15 +279,23 @@ class ObjectFetcher:
                 self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="object-fetch")
         return list(self._threads.map(fn, items))
 
+    def close(self) -> None:
+        with self._lock:
+            if self._threads is not None:
+                self._threads.shutdown(wait=False)
+                self._threads = None
+        self.http.clear()
+
     def fetch(self, url: str) -> bytes:
         url = urljoin(self.api_root, url)
         for _ in range(self.MAX_REDIRECTS + 1):
             if urlsplit(url).scheme not in ("http", "https"):
                 raise UpstreamError(TARGET, f"refused to fetch an object URL with scheme {urlsplit(url).scheme!r}")
             response = self._get(url)
-            if response.status in self.REDIRECTS and response.headers.get("location"):
+            location = response.get_redirect_location()
+            if location:
                 response.drain_conn()
-                url = urljoin(url, response.headers["location"])
+                url = urljoin(url, location)
                 continue
             if response.status >= 400:
                 response.drain_conn()
