@@ -37,7 +37,8 @@ class Runtime:
     tracer: Any = None
     metrics: Metrics = field(default_factory=Metrics)
     pool: WorkerPool | None = None
-    public_url: str | None = None
+    public_url: str | None = None  # shown to people (the local URL when nothing else is known)
+    reachable_url: str | None = None  # what upstreams can call back; None when nothing outside can reach us
     extras: dict[str, Any] = field(default_factory=dict)
 
     def webhook_urls(self) -> dict[str, str]:

@@ -207,6 +207,15 @@ def _positive(env: dict, name: str, default: float) -> float:
     return value
 
 
+def _url(env: dict, name: str) -> str | None:
+    raw = env.get(name, "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not re.match(r"^https?://[^/\s]+", raw):
+        raise ConfigError(f"expected an http(s) URL such as https://bridge.example.com, got {raw!r}", key=name)
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     config: BridgeConfig
@@ -226,6 +235,7 @@ class Settings:
     metrics_token: SecretStr | None = None
     space_id: str | None = None
     space_host: str | None = None
+    public_url: str | None = None
     request_timeout: float = 30.0
     extra: dict = field(default_factory=dict)
 
@@ -252,8 +262,21 @@ class Settings:
             metrics_token=_secret(env, "METRICS_TOKEN"),
             space_id=env.get("SPACE_ID") or None,
             space_host=env.get("SPACE_HOST") or None,
+            public_url=_url(env, "BRIDGE_PUBLIC_URL"),
             request_timeout=_positive(env, "BRIDGE_REQUEST_TIMEOUT", 30.0),
         )
+
+    def reachable_url(self, share_url: str | None, local_url: str | None, sandbox: bool = False) -> str | None:
+        """The URL upstream services can reach this bridge at, for the webhooks and rules it manages:
+        BRIDGE_PUBLIC_URL, else the Space's own host, else the share link; the local URL only in the sandbox,
+        whose emulators run on this machine. None when nothing outside can reach it (`--no-share` off a Space)."""
+        if self.public_url:
+            return self.public_url
+        if self.space_host:
+            return f"https://{self.space_host}"
+        if share_url:
+            return share_url.rstrip("/")
+        return local_url.rstrip("/") if sandbox and local_url else None
 
     def missing(self) -> list[str]:
         """Names of the credentials that are not set, for the landing page and /healthz."""

@@ -101,3 +101,22 @@ def test_app_exits_2_with_one_message_on_invalid_config(tmp_path, capsys):
     assert app.main(["--config", str(path), "--no-share"]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "experiments[0].repo_type" in err and "'bucket'" in err
+
+
+def test_reachable_url_order(tmp_path):
+    base = {"BRIDGE_STATE_DIR": str(tmp_path)}
+    plain = Settings.from_env(base, tmp_path / "none.yaml")
+    assert plain.reachable_url(None, "http://127.0.0.1:7860/") is None  # --no-share off a Space: nothing reaches us
+    assert plain.reachable_url(None, "http://127.0.0.1:7860/", sandbox=True) == "http://127.0.0.1:7860"
+    assert plain.reachable_url("https://abc.gradio.live/", "http://127.0.0.1:7860") == "https://abc.gradio.live"
+    space = Settings.from_env({**base, "SPACE_HOST": "acme-bridge.hf.space"}, tmp_path / "none.yaml")
+    assert space.reachable_url("https://abc.gradio.live", None) == "https://acme-bridge.hf.space"
+    custom = Settings.from_env({**base, "SPACE_HOST": "x.hf.space", "BRIDGE_PUBLIC_URL": "https://b.example.com/"},
+                               tmp_path / "none.yaml")
+    assert custom.reachable_url("https://abc.gradio.live", None) == "https://b.example.com"
+
+
+def test_public_url_must_be_a_url(tmp_path):
+    with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL.*'bridge.example.com'"):
+        Settings.from_env({"BRIDGE_STATE_DIR": str(tmp_path), "BRIDGE_PUBLIC_URL": "bridge.example.com"},
+                          tmp_path / "none.yaml")
