@@ -92,7 +92,9 @@ def replay_delivery(store: JobStore, config: BridgeConfig, delivery_id: int) -> 
     """Routes a stored delivery again with the current configuration (e.g. after adding the rule it needed)."""
     delivery = store.delivery(delivery_id)
     if not delivery["body"]:
-        raise FieldError("delivery", f"delivery {delivery_id} has no stored body (duplicates are not kept)")
+        raise FieldError("delivery", f"delivery {delivery_id} has no stored body: duplicates and ignored deliveries "
+                                     "keep none, and bodies go after the retention period. A reconcile recovers "
+                                     "what a rule added since then needs.")
     parse, route = ROUTERS[delivery["source"]]
     try:
         routed = route(parse(json.loads(delivery["body"])), config)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import schema
+
 
 class WriteBusy(Exception):
     """`tx(wait=False)` found another thread of this process writing."""
@@ -23,10 +25,11 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._local = threading.local()
-        self._schema_lock = threading.Lock()
         # One writer at a time inside the process: threads queue on this lock in order instead of sleeping in
         # SQLite's busy-retry loop, where some starve for seconds under a burst of webhook deliveries.
         self._write_lock = threading.Lock()
+        with self._write_lock:
+            self.version = schema.migrate(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -68,9 +71,18 @@ class Database:
             raise
         conn.execute("COMMIT")
 
-    def migrate(self, statements: str) -> None:
-        with self._schema_lock:
-            self._connection().executescript(statements)
+    def size_bytes(self) -> int:
+        """The database and its WAL and shared-memory files on disk."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"),
+                                               self.path.with_name(self.path.name + "-shm")) if p.exists())
+
+    def compact(self) -> None:
+        """Gives pages freed by pruning back to the file system and empties the WAL. Takes the write lock: VACUUM
+        rewrites the file and cannot run inside a transaction."""
+        with self._write_lock:
+            conn = self._connection()
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -15,7 +15,7 @@ class ConfigError(BridgeError):
     """bridge.yaml or the environment is invalid. `path` names the file, `key` the key path."""
 
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
-        self.path, self.key = path, key
+        self.path, self.key, self.message = path, key, message
         where = ": ".join(part for part in (path, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                    RepositoryNotFoundError)
 from huggingface_hub.utils import set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
@@ -174,24 +175,38 @@ class Hub:
                                           commit_description="Written by hub-langsmith-bridge.")
         return info.oid
 
-    def head_and_tree(self, repo: str, repo_type: str = "dataset") -> tuple[str | None, dict[str, str]]:
-        """The head of `main` and its files; (None, {}) for a repo without commits."""
+    def head(self, repo: str, repo_type: str = "dataset") -> str | None:
+        """The head of `main`; None for a repo that does not exist or has no commits."""
         try:
-            head, _ = self.revision_info(repo, repo_type, "main")
+            return self.revision_info(repo, repo_type, "main")[0]
         except UpstreamError as exc:
             if exc.status == 404:
-                return None, {}
+                return None
             raise
-        return head, self.tree(repo, repo_type, head)
+
+    def list_paths(self, repo: str, revision: str, folder: str | None = None, recursive: bool = True,
+                   repo_type: str = "dataset") -> list[str]:
+        """Paths (files and folders) under `folder` at `revision`; [] when the folder does not exist."""
+        where = f"{repo}/{folder or ''}@{revision[:12]}"
+        with hub_errors(f"list {where}"):
+            try:
+                return [e.path for e in self.api.list_repo_tree(repo, path_in_repo=folder, repo_type=repo_type,
+                                                                revision=revision, recursive=recursive)]
+            except EntryNotFoundError:
+                return []
 
     def read_bytes(self, repo: str, repo_type: str, revision: str, path: str) -> bytes:
         with tempfile.TemporaryDirectory(prefix="bridge-read-") as tmp:
             return self.download(repo, repo_type, revision, path, Path(tmp)).read_bytes()
 
-    def read_text(self, repo: str, path: str, tree: dict[str, str], repo_type: str = "dataset") -> str | None:
-        if path not in tree:
-            return None
-        return self.read_bytes(repo, repo_type, "main", path).decode("utf-8", errors="replace")
+    def read_text(self, repo: str, path: str, revision: str, repo_type: str = "dataset") -> str | None:
+        """A text file at `revision`; None when it does not exist."""
+        try:
+            return self.read_bytes(repo, repo_type, revision, path).decode("utf-8", errors="replace")
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def expand_sha(self, repo: str, repo_type: str, prefix: str) -> str | None:
         """The full sha of a commit on `main` that starts with `prefix` (the Hub does not resolve short shas)."""

@@ -1,8 +1,10 @@
 """Durable job queue on SQLite: explicit states, retries with backoff, idempotency keys, crash recovery.
 
 States: queued -> running -> succeeded | failed | dead (transient errors exhausted the attempts) | cancelled.
-A job left `running` by a process that died is queued again at start (its attempt counts, so a job that kills the
-process every time ends `dead` instead of looping). Enqueuing an existing idempotency key returns the existing job.
+A queued job whose time has not come (a retry in backoff, a flush waiting for its window, the next reconcile) is
+shown as `scheduled`: `queued` in views and metrics means due now. A job left `running` by a process that died is
+queued again at start (its attempt counts, so a job that kills the process every time ends `dead` instead of
+looping). Enqueuing an existing idempotency key returns the existing job.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -22,56 +25,11 @@ from .errors import BridgeError, UpstreamError
 log = logging.getLogger("bridge.jobs")
 
 STATES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
+SHOWN_STATES = ("scheduled", *STATES)  # `scheduled`: queued, due later
+ACTIVE = ("queued", "running")
 TRIGGERS = ("webhook", "manual", "reconcile")
 RETRYABLE_BY_HAND = ("failed", "dead", "cancelled")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,
-    subject TEXT NOT NULL DEFAULT '',
-    payload TEXT NOT NULL,
-    state TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 1,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT,
-    result TEXT,
-    progress TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, priority, next_attempt_at);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    status_code INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    reason TEXT,
-    job_ids TEXT NOT NULL DEFAULT '[]',
-    body TEXT
-);
-CREATE TABLE IF NOT EXISTS own_commits (
-    oid TEXT PRIMARY KEY,
-    repo TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    attempt INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    outcome TEXT,
-    error TEXT,
-    PRIMARY KEY (job_id, attempt)
-);
-"""
 
 
 @dataclass
@@ -94,6 +52,19 @@ class Job:
     started_at: float | None
     finished_at: float | None
     priority: int = 1
+    attempts_before: int = 0  # attempts made before a person's last retry, which gave a fresh budget
+
+    def shown_state(self, now: float) -> str:
+        return "scheduled" if self.state == "queued" and self.next_attempt_at > now else self.state
+
+    @property
+    def attempt(self) -> int:
+        """The current (or last) attempt, counted from the last retry by hand."""
+        return self.attempts - self.attempts_before
+
+    @property
+    def attempt_budget(self) -> int:
+        return self.max_attempts - self.attempts_before
 
     @classmethod
     def from_row(cls, row: Any) -> "Job":
@@ -110,9 +81,11 @@ class RetryPolicy:
     max_seconds: float = 600.0
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random = random.Random()) -> float:
+        """Exponential backoff with jitter; a server's Retry-After is honoured up to `max_seconds` (a header asking
+        for a day must not park a job for a day)."""
         backoff = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
         jittered = backoff * rng.uniform(0.5, 1.0)
-        return max(jittered, retry_after or 0.0)
+        return min(self.max_seconds, max(jittered, retry_after or 0.0))
 
 
 class Scrubber:
@@ -133,7 +106,6 @@ class JobStore:
     def __init__(self, db: Database, policy: RetryPolicy | None = None, scrub: Scrubber | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.db, self.policy, self.scrub, self.clock = db, policy or RetryPolicy(), scrub or Scrubber(), clock
-        self.db.migrate(SCHEMA)
         self.wakeup = threading.Condition()
         self.listeners: list[Callable[[Job], None]] = []
 
@@ -145,6 +117,30 @@ class JobStore:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         with self.db.tx() as conn:
+            job, created = self._insert(conn, kind, key, payload, trigger, subject, delay, priority)
+        self._announce([(job, created)])
+        return job, created
+
+    def enqueue_once(self, kind: str, subject: str, payload: dict, *, trigger: str, delay: float = 0.0,
+                     priority: int = 1, states: tuple[str, ...] = ("queued",), advance: bool = False,
+                     exclude: int | None = None) -> tuple[Job, bool]:
+        """At most one job of `kind` for `subject` in `states`: returns that one (made due within `delay` when
+        `advance`), else a new one. For work that is the same whoever asks (a repo's flush, its back-fill), where an
+        idempotency key would return a finished job forever. `exclude` is the asking job itself."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+        marks = ",".join("?" * len(states))
+        with self.db.tx() as conn:
+            row = conn.execute(f"SELECT * FROM jobs WHERE kind = ? AND subject = ? AND state IN ({marks}) AND id != ?"
+                               " ORDER BY next_attempt_at, id LIMIT 1", (kind, subject, *states, exclude or 0)).fetchone()
+            if row is not None:
+                due = self.clock() + delay
+                if advance and row["state"] == "queued" and row["next_attempt_at"] > due:
+                    conn.execute("UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                                 (due, self.clock(), row["id"]))
+                    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+                return Job.from_row(row), False
+            key = f"{kind}:{subject}:{self.clock():.6f}:{secrets.token_hex(4)}"
             job, created = self._insert(conn, kind, key, payload, trigger, subject, delay, priority)
         self._announce([(job, created)])
         return job, created
@@ -176,8 +172,8 @@ class JobStore:
         With `wait=False`, raises `db.WriteBusy` (nothing stored) when another thread is writing.
         """
         with self.db.tx(wait) as conn:
-            if specs and self._all_known(conn, [s.key for s in specs]):
-                body = None  # a re-delivery: its body is already stored with the first one
+            if not specs or self._all_known(conn, [s.key for s in specs]):
+                body = None  # ignored (nothing will read it), or a re-delivery stored with the first one
             cur = conn.execute("INSERT INTO deliveries (source, received_at, status_code, outcome, reason, body)"
                                " VALUES (?, ?, 0, 'pending', ?, ?)", (source, self.clock(), reason, body))
             delivery_id = cur.lastrowid
@@ -293,8 +289,8 @@ class JobStore:
             job = self._get(conn, job_id)
             if job.state not in allowed:
                 raise ValueError(f"job {job_id} is {job.state}; only {', '.join(allowed)} jobs can be retried")
-            conn.execute("UPDATE jobs SET state = 'queued', next_attempt_at = ?, max_attempts = attempts + ?,"
-                         " updated_at = ?, finished_at = NULL WHERE id = ?",
+            conn.execute("UPDATE jobs SET state = 'queued', next_attempt_at = ?, attempts_before = attempts,"
+                         " max_attempts = attempts + ?, updated_at = ?, finished_at = NULL WHERE id = ?",
                          (now, self.policy.max_attempts, now, job_id))
         job = self.get(job_id)
         self._transition(job, "queued", note=why)
@@ -314,7 +310,8 @@ class JobStore:
                 conn.execute("UPDATE attempts SET finished_at = ?, outcome = 'crashed', error = ? "
                              "WHERE job_id = ? AND attempt = ?", (now, error, row["id"], row["attempts"]))
         for row in rows:
-            self._transition(self.get(row["id"]), "queued", note="recovered")
+            job = self.get(row["id"])
+            self._transition(job, job.state, note="recovered")
         return [row["id"] for row in rows]
 
     # ---- reading ----
@@ -352,9 +349,12 @@ class JobStore:
         return [dict(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
+        """Jobs per shown state: `queued` are due now, `scheduled` are queued for later."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
-        return {state: 0 for state in STATES} | {r["state"]: r["n"] for r in rows}
+            rows = conn.execute("SELECT CASE WHEN state = 'queued' AND next_attempt_at > ? THEN 'scheduled' "
+                                "ELSE state END AS shown, COUNT(*) AS n FROM jobs GROUP BY shown",
+                                (self.clock(),)).fetchall()
+        return {state: 0 for state in SHOWN_STATES} | {r["shown"]: r["n"] for r in rows}
 
     def next_due(self) -> float | None:
         with self.db.read() as conn:

@@ -1,46 +1,22 @@
 """The export ledger: what is buffered for each dataset repo, what each repo already holds, recent rows.
 
 Rows wait here (durably, in the state dir's SQLite) between the `export` job that maps them and the `flush` job
-that commits them. A run id is buffered at most once per repo (UNIQUE) and skipped once exported; after a wiped
-state dir, `exported` is rebuilt from the repo's own shards before anything is committed.
+that commits them. Exactly once rests on three rules, each enforced inside one transaction:
+- a run is buffered only if the repo does not already hold it (`exported`), and at most once (UNIQUE);
+- a batch read for a commit never contains a run the repo already holds;
+- a landed commit is recorded (its shards, the repo's new head, the runs now exported, the buffer emptied of them)
+  all at once, so a crash leaves either nothing recorded (the next flush finds the shards in the repo, see
+  `flows.exports.sync_repo`) or everything.
+After a wiped state dir `exported` is rebuilt from the repo's own `runs` shards before anything is committed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS export_buffer (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    rows TEXT NOT NULL,
-    end_time TEXT,
-    job_id INTEGER,
-    created_at REAL NOT NULL,
-    UNIQUE (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS exported (
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    end_time TEXT,
-    PRIMARY KEY (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS recent_runs (
-    repo TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    committed_at REAL NOT NULL,
-    row TEXT NOT NULL,
-    PRIMARY KEY (repo, run_id)
-);
-CREATE TABLE IF NOT EXISTS export_repos (
-    repo TEXT PRIMARY KEY,
-    synced_shards TEXT NOT NULL DEFAULT '[]',
-    card TEXT
-);
-"""
 
 
 def iso_time(value: Any) -> str | None:
@@ -53,35 +29,75 @@ def iso_time(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).isoformat()
 
 
+@dataclass(frozen=True)
+class RepoState:
+    head: str | None  # the commit the ledger last saw on main: a different head means someone else committed
+    presets: frozenset[str]  # presets that have at least one shard in the repo (the card lists exactly these)
+    card: str | None
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: list[Any]  # export_buffer rows, oldest first
+    bytes: int
+    full: bool  # cut by the row or byte cap: more may wait
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 class Ledger:
     """The export tables: what is buffered, what is already in each repo."""
 
     def __init__(self, store: Any) -> None:
         self.store, self.db = store, store.db
-        self.db.migrate(SCHEMA)
 
+    # ---- buffering (export jobs) ----
     def known(self, repo: str, run_ids: list[str]) -> set[str]:
-        marks = ",".join("?" * len(run_ids))
+        """Runs buffered for or already in `repo`: an export skips them before fetching anything."""
+        found: set[str] = set()
         with self.db.read() as conn:
-            rows = conn.execute(f"SELECT run_id FROM exported WHERE repo = ? AND run_id IN ({marks}) UNION "
-                                f"SELECT run_id FROM export_buffer WHERE repo = ? AND run_id IN ({marks})",
-                                (repo, *run_ids, repo, *run_ids)).fetchall()
-        return {r["run_id"] for r in rows}
+            for part in _chunks(run_ids):
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(f"SELECT run_id FROM exported WHERE repo = ? AND run_id IN ({marks}) UNION "
+                                    f"SELECT run_id FROM export_buffer WHERE repo = ? AND run_id IN ({marks})",
+                                    (repo, *part, repo, *part)).fetchall()
+                found.update(r["run_id"] for r in rows)
+        return found
 
     def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int) -> int:
+        """Buffers the rows of runs the repo does not hold yet; returns how many were new. The check and the insert
+        are one statement in one transaction: a flush that commits a run meanwhile cannot be overtaken."""
         now = self.store.clock()
+        encoded = [(rid, json.dumps(r, default=str), iso_time(end)) for rid, r, end in rows]
         with self.db.tx() as conn:
             before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at)"
-                             " VALUES (?, ?, ?, ?, ?, ?)",
-                             [(repo, rid, json.dumps(r, default=str), iso_time(end), job_id, now)
-                              for rid, r, end in rows])
+            conn.executemany(
+                "INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes)"
+                " SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
+                " (SELECT 1 FROM exported WHERE repo = ? AND run_id = ?)",
+                [(repo, rid, text, end, job_id, now, len(text), repo, rid) for rid, text, end in encoded])
             return conn.total_changes - before
 
-    def buffered(self, repo: str, limit: int) -> list[Any]:
+    # ---- committing (flush jobs) ----
+    def batch(self, repo: str, max_rows: int, max_bytes: int) -> Batch:
+        """The oldest buffered rows, at most `max_rows` and `max_bytes` of row data (always at least one row), none
+        of a run the repo already holds."""
+        rows, size, full = [], 0, False
         with self.db.read() as conn:
-            return conn.execute("SELECT * FROM export_buffer WHERE repo = ? ORDER BY id LIMIT ?",
-                                (repo, limit)).fetchall()
+            cursor = conn.execute(
+                "SELECT b.* FROM export_buffer b WHERE b.repo = ? AND NOT EXISTS"
+                " (SELECT 1 FROM exported e WHERE e.repo = b.repo AND e.run_id = b.run_id) ORDER BY b.id LIMIT ?",
+                (repo, max_rows))
+            for row in cursor:
+                if rows and size + row["bytes"] > max_bytes:
+                    full = True
+                    break
+                rows.append(row)
+                size += row["bytes"]
+        return Batch(rows, size, full or len(rows) >= max_rows)
 
     def pending(self, repo: str) -> int:
         with self.db.read() as conn:
@@ -91,32 +107,73 @@ class Ledger:
         with self.db.read() as conn:
             return [r["repo"] for r in conn.execute("SELECT DISTINCT repo FROM export_buffer").fetchall()]
 
-    def mark_exported(self, repo: str, entries: list[tuple[str, str | None]]) -> None:
-        with self.db.tx() as conn:
-            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time) VALUES (?, ?, ?)",
-                             [(repo, rid, end) for rid, end in entries])
-            conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?",
-                             [(repo, rid) for rid, _ in entries])
-
-    def repo_state(self, repo: str) -> tuple[set[str], str | None]:
+    def repo_state(self, repo: str) -> RepoState:
         with self.db.read() as conn:
-            row = conn.execute("SELECT * FROM export_repos WHERE repo = ?", (repo,)).fetchone()
-        return (set(json.loads(row["synced_shards"])), row["card"]) if row else (set(), None)
+            row = conn.execute("SELECT head, presets, card FROM export_repos WHERE repo = ?", (repo,)).fetchone()
+        if row is None:
+            return RepoState(None, frozenset(), None)
+        return RepoState(row["head"], frozenset(json.loads(row["presets"])), row["card"])
 
-    def save_repo_state(self, repo: str, shards: set[str], card: str | None) -> None:
+    def unknown_shards(self, repo: str, paths: list[str]) -> list[str]:
+        """The shard paths the ledger has not read yet."""
+        known: set[str] = set()
+        with self.db.read() as conn:
+            for part in _chunks(paths):
+                marks = ",".join("?" * len(part))
+                known.update(r["path"] for r in conn.execute(
+                    f"SELECT path FROM repo_shards WHERE repo = ? AND path IN ({marks})", (repo, *part)))
+        return [p for p in paths if p not in known]
+
+    def learn_shard(self, repo: str, path: str, entries: list[tuple[str, str | None]]) -> None:
+        """A `runs` shard found in the repo (after a wipe, a lost commit answer, or another writer): its runs are
+        exported and leave the buffer, in the same transaction that remembers the shard as read."""
         with self.db.tx() as conn:
-            conn.execute("INSERT INTO export_repos (repo, synced_shards, card) VALUES (?, ?, ?) ON CONFLICT (repo) "
-                         "DO UPDATE SET synced_shards = excluded.synced_shards, card = excluded.card",
-                         (repo, json.dumps(sorted(shards)), card))
+            self._mark_exported(conn, repo, entries)
+            conn.execute("INSERT OR IGNORE INTO repo_shards (repo, path) VALUES (?, ?)", (repo, path))
 
-    def remember_recent(self, repo: str, rows: list[Any], keep: int = 500) -> None:
-        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
+    def set_head(self, repo: str, head: str | None, presets: set[str]) -> None:
+        """The head the ledger has caught up with, and the presets found in the repo at that head."""
+        with self.db.tx() as conn:
+            self._upsert_repo(conn, repo, head, presets, None)
+
+    def record_commit(self, repo: str, head: str, shard_paths: list[str], presets: set[str], card: str,
+                      rows: list[Any]) -> None:
+        """Everything a landed commit changes, in one transaction (see the module docstring)."""
         now = self.store.clock()
         with self.db.tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                             [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
-            conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
-                         "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
+            conn.executemany("INSERT OR IGNORE INTO repo_shards (repo, path) VALUES (?, ?)",
+                             [(repo, p) for p in shard_paths])
+            self._upsert_repo(conn, repo, head, presets, card)
+            self._mark_exported(conn, repo, [(r["run_id"], r["end_time"]) for r in rows])
+            self._remember_recent(conn, repo, rows, now)
+
+    @staticmethod
+    def _upsert_repo(conn: Any, repo: str, head: str | None, presets: set[str], card: str | None) -> None:
+        old = conn.execute("SELECT presets, card FROM export_repos WHERE repo = ?", (repo,)).fetchone()
+        known = set(json.loads(old["presets"])) if old else set()
+        conn.execute("INSERT INTO export_repos (repo, head, presets, card) VALUES (?, ?, ?, ?) ON CONFLICT (repo) DO "
+                     "UPDATE SET head = excluded.head, presets = excluded.presets, card = excluded.card",
+                     (repo, head, json.dumps(sorted(known | presets)), card if card is not None else
+                      (old["card"] if old else None)))
+
+    @staticmethod
+    def _mark_exported(conn: Any, repo: str, entries: list[tuple[str, str | None]]) -> None:
+        conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time) VALUES (?, ?, ?)",
+                         [(repo, rid, iso_time(end)) for rid, end in entries])
+        conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?", [(repo, rid) for rid, _ in entries])
+
+    # ---- the Review page ----
+    def remember_recent(self, repo: str, rows: list[Any]) -> None:
+        with self.db.tx() as conn:
+            self._remember_recent(conn, repo, rows, self.store.clock())
+
+    @staticmethod
+    def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
+        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
+        conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
+                         [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
+        conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
+                     "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 
     def recent(self, limit: int = 50) -> list[dict]:
         with self.db.read() as conn:
@@ -127,3 +184,32 @@ class Ledger:
     def newest_end_time(self, repo: str) -> str | None:
         with self.db.read() as conn:
             return conn.execute("SELECT MAX(end_time) FROM exported WHERE repo = ?", (repo,)).fetchone()[0]
+
+    # ---- presigned feedback links: one per run and key, reused until it expires ----
+    def feedback_links(self, run_ids: list[str], keys: list[str], valid_until: str) -> dict[tuple[str, str], dict]:
+        """Stored links of `run_ids` × `keys` still valid at `valid_until` (an ISO time)."""
+        found: dict[tuple[str, str], dict] = {}
+        with self.db.read() as conn:
+            for part in _chunks(run_ids):
+                marks = ",".join("?" * len(part))
+                for r in conn.execute(f"SELECT * FROM feedback_links WHERE run_id IN ({marks}) AND expires_at > ?",
+                                      (*part, valid_until)):
+                    if r["feedback_key"] in keys:
+                        found[(r["run_id"], r["feedback_key"])] = {"run_id": r["run_id"], "feedback_key":
+                                                                   r["feedback_key"], "url": r["url"],
+                                                                   "expires_at": r["expires_at"]}
+        return found
+
+    def save_feedback_links(self, tokens: list[dict]) -> None:
+        with self.db.tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO feedback_links (run_id, feedback_key, url, expires_at) "
+                             "VALUES (?, ?, ?, ?)", [(t["run_id"], t["feedback_key"], t["url"],
+                                                      iso_time(t["expires_at"])) for t in tokens])
+
+    # ---- retention ----
+    def prune(self) -> dict[str, int]:
+        """Drops links that expired. `exported` and `repo_shards` are kept: exactly once needs them."""
+        now = datetime.fromtimestamp(self.store.clock(), timezone.utc).isoformat()
+        with self.db.tx() as conn:
+            links = conn.execute("DELETE FROM feedback_links WHERE expires_at <= ?", (now,)).rowcount
+        return {"feedback_links": links}

@@ -77,14 +77,14 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
                             settings.request_timeout, settings.langsmith_web_url, metrics.session_hook,
-                            lambda status: metrics.upstream("objects", status)),
+                            lambda status: metrics.upstream("objects", status), settings.config.object_hosts),
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = Ledger(store)
     if settings.trace_project:
         from .tracing import Tracer
 
-        runtime.tracer = Tracer(lambda: runtime.smith.client, settings.trace_project)
+        runtime.tracer = Tracer(lambda: runtime.smith.client, settings.trace_project, store.scrub)
     return runtime
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .formats.redact import compile_rules
 
 HERE = Path(__file__).resolve().parent.parent
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -72,26 +73,12 @@ class FeedbackLinks(_Strict):
     expires_hours: float = Field(default=168, gt=0)
 
 
-REDACT_PRESETS = ("emails", "secrets")
-
-
-def _check_redact_rule(index: int, rule: Any) -> None:
-    if isinstance(rule, str):
-        if rule not in REDACT_PRESETS:
-            raise ValueError(f"item {index}: expected one of {', '.join(REDACT_PRESETS)} or {{pattern: regex}}, "
-                             f"got {rule!r}")
-        return
-    if set(rule) != {"pattern"}:
-        raise ValueError(f"item {index}: a custom rule has exactly one key, 'pattern', got {sorted(rule)}")
-    try:
-        re.compile(rule["pattern"])
-    except re.error as exc:
-        raise ValueError(f"item {index}: invalid regular expression {rule['pattern']!r}: {exc}") from None
-
-
 class Backfill(_Strict):
     project: str
     filter: str | None = None
+    # Reconcile back-fills look this far behind the last runs they saw: LangSmith may ingest a run minutes after
+    # it started, and a run still running at one reconcile is exported by a later one.
+    lookback_minutes: float = Field(default=60, ge=0)
 
 
 class ExportTarget(_Strict):
@@ -103,6 +90,8 @@ class ExportTarget(_Strict):
     redact: list[str | dict[str, str]] = Field(default_factory=list)
     flush_seconds: float = Field(default=60, ge=0)
     max_rows_per_commit: int = Field(default=5000, ge=1)
+    # Row data one commit holds in memory at most (JSON bytes; the parquet files are smaller).
+    max_bytes_per_commit: int = Field(default=64 * 1024 * 1024, ge=1024)
     positive_threshold: float = 1.0
     backfill: Backfill | None = None
 
@@ -121,8 +110,10 @@ class ExportTarget(_Strict):
     @field_validator("redact")
     @classmethod
     def _redact_rules(cls, value: list) -> list:
-        for i, rule in enumerate(value):
-            _check_redact_rule(i, rule)
+        try:  # the redactor's own compiler: what starts is exactly what runs
+            compile_rules(value, key="redact")
+        except ConfigError as exc:
+            raise ValueError(f"{exc.key}: {exc.message}") from None
         return value
 
 
@@ -133,14 +124,53 @@ class JobOptions(_Strict):
     max_backoff_seconds: float = Field(default=600.0, gt=0)
 
 
+# Where LangSmith's presigned object URLs point (its cloud object storage), besides the API host itself.
+DEFAULT_OBJECT_HOSTS = ("storage.googleapis.com", "*.storage.googleapis.com", "*.s3.amazonaws.com",
+                        "*.s3.*.amazonaws.com", "s3.*.amazonaws.com", "*.blob.core.windows.net")
+
+
 class BridgeConfig(_Strict):
     experiments: list[ExperimentRule] = Field(default_factory=list)
     exports: list[ExportTarget] = Field(default_factory=list)
     jobs: JobOptions = Field(default_factory=JobOptions)
     reconcile_minutes: float = Field(default=30, ge=0)
+    retention_days: float = Field(default=7, gt=0)
+    failed_retention_days: float = Field(default=30, gt=0)
+    object_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECT_HOSTS))
 
     def exports_for(self, rule_id: str) -> list[ExportTarget]:
-        return [t for t in self.exports if t.rule_id in ("*", rule_id)]
+        """One target per dataset repo that `rule_id` writes to: entries sharing a repo are merged."""
+        matching = [t for t in self.exports if t.rule_id in ("*", rule_id)]
+        repos = dict.fromkeys(t.repo for t in matching)
+        return [merge_targets([t for t in matching if t.repo == repo]) for repo in repos]
+
+    def repo_target(self, repo: str) -> ExportTarget | None:
+        """Every entry writing to `repo` as one: what its flushes and its dataset card follow."""
+        entries = [t for t in self.exports if t.repo == repo]
+        return merge_targets(entries) if entries else None
+
+    def export_repos(self) -> list[str]:
+        return list(dict.fromkeys(t.repo for t in self.exports))
+
+
+def merge_targets(entries: list[ExportTarget]) -> ExportTarget:
+    """Several `exports` entries writing to one repo (two rules, one dataset): the union of their presets and
+    redaction rules, the shortest flush window and smallest commit, private if any says so."""
+    first = entries[0]
+    if len(entries) == 1:
+        return first
+    presets = [p for p in PRESETS if any(p in t.presets for t in entries)]
+    redact = list({_hashable(r): r for t in entries for r in t.redact}.values())
+    return first.model_copy(update={
+        "presets": presets, "redact": redact,
+        "private": any(t.private for t in entries), "flush_seconds": min(t.flush_seconds for t in entries),
+        "max_rows_per_commit": min(t.max_rows_per_commit for t in entries),
+        "max_bytes_per_commit": min(t.max_bytes_per_commit for t in entries),
+        "feedback_links": next((t.feedback_links for t in entries if t.feedback_links), None)})
+
+
+def _hashable(rule: str | dict) -> str:
+    return rule if isinstance(rule, str) else repr(sorted(rule.items()))
 
 
 def _key_path(loc: tuple) -> str:

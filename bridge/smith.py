@@ -9,7 +9,9 @@ what already exists. That way a POST is never silently sent twice by two layers 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 import time
 import warnings
@@ -17,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
@@ -100,8 +103,10 @@ class Smith:
     def __init__(self, endpoint: str, api_key: str | None, workspace_id: str | None = None,
                  timeout: float = 30.0, web_url: str | None = None,
                  on_session: Callable[[requests.Session, str], object] | None = None,
-                 on_object_status: Callable[[int | str], object] | None = None) -> None:
+                 on_object_status: Callable[[int | str], object] | None = None,
+                 object_hosts: list[str] | tuple[str, ...] = ()) -> None:
         self.endpoint, self.api_key, self.workspace_id = endpoint.rstrip("/"), api_key, workspace_id
+        self.object_hosts = tuple(object_hosts)
         self.timeout, self._web_url, self.on_session = timeout, web_url, on_session
         self.on_object_status = on_object_status
         self._client: Client | None = None
@@ -124,7 +129,8 @@ class Smith:
     def objects(self) -> "ObjectFetcher":
         """One fetcher for the process: its connections and threads stay from one export to the next."""
         if self._objects is None:
-            self._objects = ObjectFetcher(self.endpoint, timeout=self.timeout, on_status=self.on_object_status)
+            self._objects = ObjectFetcher(self.endpoint, timeout=self.timeout, on_status=self.on_object_status,
+                                          hosts=HostPolicy(self.endpoint, self.object_hosts))
         return self._objects
 
     def close(self) -> None:
@@ -250,6 +256,60 @@ class RateLimiter:
             self.sent.append(self.clock())
 
 
+class ObjectRefused(UpstreamError):
+    """An object URL the host policy does not allow (never retried: the URL will not change)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(TARGET, reason)
+
+
+class HostPolicy:
+    """Which hosts an object URL may point at. The URLs come from delivery bodies: without a webhook secret anyone
+    could otherwise make the bridge fetch any address (an internal service, a cloud metadata endpoint) and publish
+    the answer in a dataset. Allowed: the LangSmith API host and the `object_hosts` globs; never a loopback,
+    private, link-local or otherwise non-public address, unless the LangSmith endpoint itself is one (a self-hosted
+    instance, the sandbox)."""
+
+    def __init__(self, api_root: str, patterns: tuple[str, ...] | list[str],
+                 resolve: Callable[[str], list[str]] | None = None) -> None:
+        self.api_host = (urlsplit(api_root).hostname or "").lower()
+        self.patterns = tuple(p.lower() for p in patterns)
+        self.resolve = resolve or _addresses
+        self._local_api: bool | None = None
+
+    def refusal(self, url: str) -> str | None:
+        """Why `url` may not be fetched, or None when it may."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return f"an object URL with scheme {parts.scheme!r} is not fetched"
+        host = (parts.hostname or "").lower()
+        if host != self.api_host and not any(fnmatchcase(host, p) for p in self.patterns):
+            return f"object host {host!r} is neither the LangSmith host nor in object_hosts"
+        if self.local_api:
+            return None
+        try:
+            addresses = self.resolve(host)
+        except OSError:
+            return f"object host {host!r} could not be resolved"
+        if any(not ipaddress.ip_address(a).is_global for a in addresses):
+            return f"object host {host!r} resolves to a non-public address"
+        return None
+
+    @property
+    def local_api(self) -> bool:
+        if self._local_api is None:
+            try:
+                self._local_api = any(not ipaddress.ip_address(a).is_global for a in self.resolve(self.api_host))
+            except (OSError, ValueError):
+                self._local_api = False
+        return self._local_api
+
+
+def _addresses(host: str) -> list[str]:
+    return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)]
+
+
 class ObjectFetcher:
     """Fetches inputs/outputs LangSmith offloaded behind presigned object-store URLs, many at once.
 
@@ -263,8 +323,9 @@ class ObjectFetcher:
     THREADS = 32  # shared by the job workers; object stores answer in parallel, one at a time costs a round trip each
 
     def __init__(self, api_root: str, max_bytes: int = 50 * 1024 * 1024, timeout: float = 30.0,
-                 on_status: Callable[[int | str], object] | None = None) -> None:
+                 on_status: Callable[[int | str], object] | None = None, hosts: HostPolicy | None = None) -> None:
         self.api_root, self.max_bytes = api_root.rstrip("/") + "/", max_bytes
+        self.hosts = hosts or HostPolicy(api_root, ())
         self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
         # No proxy or netrc from the environment (urllib3 reads neither); certifi's CAs, as requests uses.
         self.http = urllib3.PoolManager(maxsize=self.THREADS, retries=False, ca_certs=certifi.where())
@@ -289,8 +350,9 @@ class ObjectFetcher:
     def fetch(self, url: str) -> bytes:
         url = urljoin(self.api_root, url)
         for _ in range(self.MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise UpstreamError(TARGET, f"refused to fetch an object URL with scheme {urlsplit(url).scheme!r}")
+            refusal = self.hosts.refusal(url)
+            if refusal:
+                raise ObjectRefused(refusal)
             response = self._get(url)
             location = response.get_redirect_location()
             if location:

@@ -18,6 +18,9 @@ from langsmith.run_trees import RunTree
 
 log = logging.getLogger("bridge.tracing")
 _current: contextvars.ContextVar[RunTree | None] = contextvars.ContextVar("bridge_trace", default=None)
+# The job's secret scrubber: error texts may echo a token an upstream sent back, and traces leave the bridge.
+_scrub: contextvars.ContextVar[Callable[[str], str]] = contextvars.ContextVar("bridge_trace_scrub",
+                                                                             default=lambda text: text)
 METADATA_KEYS = ("repo", "repo_type", "ref", "sha", "revision", "pr", "rule_id", "project", "delivery_id")
 
 
@@ -37,27 +40,30 @@ def job_metadata(job: Any) -> dict:
 
 
 class Tracer:
-    def __init__(self, client_factory: Callable[[], Any], project: str) -> None:
+    def __init__(self, client_factory: Callable[[], Any], project: str,
+                 scrub: Callable[[str], str | None] | None = None) -> None:
         self.client_factory, self.project = client_factory, project
+        self.scrub = (lambda text: scrub(text) or "") if scrub else (lambda text: text)
 
     @contextmanager
     def job(self, job: Any) -> Iterator[None]:
         root = _safe("start the job run", lambda: self._start(job))
-        token = _current.set(root)
+        token, scrub_token = _current.set(root), _scrub.set(self.scrub)
         try:
             yield
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = _error_text(exc)
             _safe("end the job run", lambda: self._end(root, error=error))
             raise
         else:
             _safe("end the job run", lambda: self._end(root))
         finally:
             _current.reset(token)
+            _scrub.reset(scrub_token)
 
     def _start(self, job: Any) -> RunTree:
         root = RunTree(name=f"{job.kind} job #{job.id}", run_type="chain", project_name=self.project,
-                       ls_client=self.client_factory(), inputs={"subject": job.subject},
+                       ls_client=self.client_factory(), inputs={"subject": self.scrub(job.subject)},
                        tags=[f"kind:{job.kind}", f"trigger:{job.trigger}", "hub-langsmith-bridge"],
                        extra={"metadata": job_metadata(job)})
         root.post()
@@ -79,7 +85,7 @@ def step(name: str, run_type: str = "chain", **inputs: Any) -> Iterator[dict]:
     try:
         yield outputs
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = _error_text(exc)
         _safe(f"end {name}", lambda: Tracer._end(child, error=error))
         raise
     else:
@@ -89,8 +95,12 @@ def step(name: str, run_type: str = "chain", **inputs: Any) -> Iterator[dict]:
             _current.reset(token)
 
 
+def _error_text(exc: BaseException) -> str:
+    return _scrub.get()(f"{type(exc).__name__}: {exc}")
+
+
 def _child(parent: RunTree, name: str, run_type: str, inputs: dict) -> RunTree:
-    child = parent.create_child(name=name, run_type=run_type, inputs={k: str(v) for k, v in inputs.items()})
+    child = parent.create_child(name=name, run_type=run_type, inputs={k: _scrub.get()(str(v)) for k, v in inputs.items()})
     child.post()
     return child
 

@@ -42,7 +42,7 @@ from test_flow_exports import RULE, chat_run, deliver
 
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 TIMEOUT = 1.0  # BRIDGE_REQUEST_TIMEOUT in timeout cases; the injected delay is twice that
-JOBS = "jobs: {backoff_seconds: 0.01, max_backoff_seconds: 0.05, max_attempts: 6}\nreconcile_minutes: 0\n"
+JOBS = "jobs: {backoff_seconds: 0.01, max_backoff_seconds: 2, max_attempts: 6}\nreconcile_minutes: 0\n"
 DAY = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
 BETTER = [(q, a, a) for q, a, _ in QUESTIONS]
 

@@ -60,7 +60,7 @@ def test_fetches(fetcher, path, statuses):
 
 @pytest.mark.parametrize("path, message, transient", [
     ("/loop", "more than 3 redirects", False),
-    ("/file", "refused to fetch an object URL with scheme 'file'", False),
+    ("/file", "an object URL with scheme 'file' is not fetched", False),
     ("/big-declared", f"object larger than {CAP} bytes", False),
     ("/big-streamed", f"object larger than {CAP} bytes", False),
     ("/gone", "object fetch failed", False),
@@ -86,3 +86,69 @@ def test_unreachable_is_transient(fetcher):
 def test_map_shares_the_threads(fetcher):
     assert fetcher.map(fetcher.fetch, ["/blob"] * 40) == [b'{"ok": true}'] * 40
     assert fetcher.statuses == [200] * 40
+
+
+# ---- which hosts an object URL may point at (the URL comes from a delivery body) ----
+ADDRESSES = {"api.smith.langchain.com": ["34.120.0.1"], "storage.googleapis.com": ["142.250.0.1"],
+             "bucket.s3.us-east-2.amazonaws.com": ["52.219.0.1"], "evil.example.com": ["93.184.0.1"],
+             "rebind.storage.googleapis.com": ["169.254.169.254"], "internal.s3.amazonaws.com": ["10.0.0.7"],
+             "localhost": ["127.0.0.1"], "ls.internal": ["10.1.2.3"], "v6.s3.amazonaws.com": ["::1"]}
+CLOUD = ("storage.googleapis.com", "*.storage.googleapis.com", "*.s3.amazonaws.com", "*.s3.*.amazonaws.com")
+
+
+def resolve(host: str) -> list[str]:
+    if host not in ADDRESSES:
+        raise OSError("no such host")
+    return ADDRESSES[host]
+
+
+@pytest.mark.parametrize("api, url, refusal", [
+    ("https://api.smith.langchain.com", "https://api.smith.langchain.com/objects/1", None),
+    ("https://api.smith.langchain.com", "https://storage.googleapis.com/b/o?sig=1", None),
+    ("https://api.smith.langchain.com", "https://bucket.s3.us-east-2.amazonaws.com/o", None),
+    ("https://api.smith.langchain.com", "https://evil.example.com/o", "'evil.example.com' is neither"),
+    ("https://api.smith.langchain.com", "http://169.254.169.254/latest/meta-data", "'169.254.169.254' is neither"),
+    ("https://api.smith.langchain.com", "https://rebind.storage.googleapis.com/o", "non-public address"),
+    ("https://api.smith.langchain.com", "https://internal.s3.amazonaws.com/o", "non-public address"),
+    ("https://api.smith.langchain.com", "https://v6.s3.amazonaws.com/o", "non-public address"),
+    ("https://api.smith.langchain.com", "http://localhost:8080/o", "'localhost' is neither"),
+    ("https://api.smith.langchain.com", "https://nx.storage.googleapis.com/o", "could not be resolved"),
+    ("https://api.smith.langchain.com", "ftp://storage.googleapis.com/o", "scheme 'ftp'"),
+    # A self-hosted LangSmith on a private network (or the sandbox on loopback): its own addresses are fine.
+    ("http://ls.internal/api/v1", "http://ls.internal/objects/1", None),
+    ("http://localhost:1984", "http://localhost:1984/objects/1", None),
+    ("http://ls.internal/api/v1", "https://evil.example.com/o", "'evil.example.com' is neither"),
+], ids=["api-host", "gcs", "s3-regional", "other-host", "metadata-ip", "allowed-name-private-ip",
+        "allowed-name-10-net", "allowed-name-ipv6-loopback", "localhost", "unresolvable", "ftp",
+        "self-hosted-private", "sandbox-loopback", "self-hosted-other-host"])
+def test_host_policy(api, url, refusal):
+    from bridge.smith import HostPolicy
+
+    found = HostPolicy(api, CLOUD, resolve=resolve).refusal(url)
+    if refusal is None:
+        assert found is None
+    else:
+        assert refusal in found
+
+
+def test_refused_url_is_not_requested(server):
+    from bridge.smith import HostPolicy, ObjectRefused
+
+    statuses: list = []
+    strict = ObjectFetcher("https://api.smith.langchain.com", timeout=5, on_status=statuses.append,
+                           hosts=HostPolicy("https://api.smith.langchain.com", CLOUD, resolve=resolve))
+    with pytest.raises(ObjectRefused, match="neither the LangSmith host nor in object_hosts"):
+        strict.fetch(f"{server.url}/blob")
+    assert statuses == []  # refused before any connection
+
+
+def test_redirect_to_a_refused_host_stops(server):
+    """Each hop is checked: an allowed host redirecting to an internal address is refused at the hop."""
+    from bridge.smith import HostPolicy, ObjectRefused
+
+    host = server.url.split("//")[1].split(":")[0]
+    policy = HostPolicy(server.url, (), resolve=lambda h: ["127.0.0.1"] if h == host else ["10.0.0.1"])
+    fetcher = ObjectFetcher(server.url, timeout=5, hosts=policy)
+    assert fetcher.fetch("/blob") == b'{"ok": true}'
+    with pytest.raises(ObjectRefused, match="scheme 'file'"):
+        fetcher.fetch("/file")

@@ -346,7 +346,11 @@ def test_local_app_replays_stored_deliveries(local_app):
 
     store = local_app.runtime.store
     body = content_push(repo="acme/replay-evals", refs=[{"ref": "refs/heads/main", "oldSha": None, "newSha": "e" * 40}])
-    store.record_delivery("hub", json.dumps(body), None, reason="before the rule existed")
+    from bridge.routing import JobSpec
+
+    # A stored body (ignored deliveries keep none): a delivery whose job a person wants to run again.
+    store.record_delivery("hub", json.dumps(body), [JobSpec("experiment", "first-try", {"repo": "acme/replay-evals"},
+                                                            "acme/replay-evals")], reason="before the rule existed")
     delivery = store.deliveries(limit=1)[0]["id"]
     choices = local_app.call("load_choices", [])
     assert f"#{delivery}" in choices["text"] and "before the rule existed" in choices["text"]

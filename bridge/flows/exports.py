@@ -4,9 +4,10 @@
 run id, adds presigned feedback links, redacts, maps every preset and buffers the rows durably. `flush` (one per
 repo per flush window) commits what is buffered as new parquet shards.
 
-Exactly once: a run id is buffered at most once per repo (UNIQUE), skipped when already exported, and the exported
-set is rebuilt from the repo's own `runs` shards when the state dir is new. A shard's name is derived from the run
-ids it holds, so a flush retried after a crash finds its shard already in the repo instead of writing it twice.
+Exactly once (see `ledger`): a run is buffered at most once per repo and never once the repo holds it, a batch
+never holds an exported run, and a landed commit is recorded in one transaction. Whenever the repo's head is not
+the one the ledger recorded (a wiped state dir, a commit whose answer was lost), the new `runs` shards are read
+before anything is committed, so their runs are never committed twice.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from ..errors import FormatError, UpstreamError
 from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_web_url
-from ..formats.training import preset_rows, to_parquet_bytes, to_table
+from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
 from ..ledger import iso_time
 from ..settings import ExportTarget
+from ..smith import ObjectRefused, batches
 from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
@@ -52,6 +54,10 @@ def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
         try:
             run[field] = json.loads(fetcher.fetch(url))
             return True
+        except ObjectRefused as exc:  # falls back to the runs query, like any failed fetch; the reason is shown
+            refused = counts.setdefault("objects_refused", {})
+            refused[exc.reason] = refused.get(exc.reason, 0) + 1
+            return False
         except (UpstreamError, ValueError) as exc:
             log.info("object URL for run %s %s failed (%s); will query the run", run["id"], field, exc)
             return False
@@ -76,14 +82,22 @@ def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
 
 
 def feedback_links(runtime: Any, target: ExportTarget, run_ids: list[str]) -> dict[str, list[dict]]:
+    """Presigned feedback links per run. Links made before (a retried export, a run in two repos) are reused while
+    they have at least half their validity left, so a retry never mints a second set."""
     links = target.feedback_links
     if not links or not run_ids:
         return {}
-    expires = datetime.now(timezone.utc) + timedelta(hours=links.expires_hours)
-    entries = [{"run_id": rid, "feedback_key": key, "expires_at": expires.isoformat()}
-               for rid in run_ids for key in links.keys]
+    now = datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
+    stored = runtime.ledger.feedback_links(run_ids, links.keys,
+                                           (now + timedelta(hours=links.expires_hours / 2)).isoformat())
+    expires = (now + timedelta(hours=links.expires_hours)).isoformat()
+    wanted = [{"run_id": rid, "feedback_key": key, "expires_at": expires}
+              for rid in run_ids for key in links.keys if (rid, key) not in stored]
+    created = runtime.smith.create_tokens(wanted) if wanted else []
+    if created:
+        runtime.ledger.save_feedback_links(created)
     grouped: dict[str, list[dict]] = {}
-    for token in runtime.smith.create_tokens(entries):
+    for token in [*stored.values(), *created]:
         grouped.setdefault(token["run_id"], []).append(
             {"key": token["feedback_key"], "url": token["url"], "expires_at": token["expires_at"]})
     return grouped
@@ -94,14 +108,17 @@ def rows_for_target(runtime: Any, target: ExportTarget, rule_id: str, runs: list
     redactor = Redactor(target.redact)
     links = feedback_links(runtime, target, [str(r["id"]) for r in runs])
     web = runtime.smith.web_url
+    exported_at = datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
     out = []
     for run in runs:
         rid = str(run["id"])
-        clean_run = redactor.apply(run)
-        clean_feedback = [redactor.apply(f) for f in feedback.get(rid, [])]
+        # Text only: ids, dotted orders and times stay exactly as LangSmith sent them (recovery reads them back).
+        clean_run = redactor.apply_run(run)
+        clean_feedback = [redactor.apply_feedback(f) for f in feedback.get(rid, [])]
         try:
             per_preset = {"runs": [run_row(clean_run, rule_id=rule_id, feedback=clean_feedback,
-                                           feedback_urls=links.get(rid, []), web_url=run_web_url(web, run))]}
+                                           feedback_urls=links.get(rid, []), web_url=run_web_url(web, run),
+                                           exported_at=exported_at)]}
         except FormatError as exc:
             counts["skipped"][str(exc)] = counts["skipped"].get(str(exc), 0) + 1
             continue
@@ -120,22 +137,26 @@ def rows_for_target(runtime: Any, target: ExportTarget, rule_id: str, runs: list
     return out
 
 
-def flush_delay(target: ExportTarget, now: float) -> tuple[str, float]:
-    """(window id, seconds until the window closes): at most one commit per repo per window."""
+def flush_delay(target: ExportTarget, now: float) -> float:
+    """Seconds until the current flush window closes: at most one commit per repo per window."""
     if target.flush_seconds <= 0:
-        return f"now-{now:.6f}", 0.0
+        return 0.0
     window = math.floor(now / target.flush_seconds)
-    return str(window), (window + 1) * target.flush_seconds - now
+    return (window + 1) * target.flush_seconds - now
 
 
-def schedule_flush(runtime: Any, target: ExportTarget, trigger: str) -> int:
-    store, ledger = runtime.store, runtime.ledger
-    window, delay = flush_delay(target, store.clock())
-    if ledger.pending(target.repo) >= target.max_rows_per_commit:
-        window, delay = f"full-{ledger.buffered(target.repo, 1)[0]['id']}", 0.0
+def schedule_flush(runtime: Any, target: ExportTarget, trigger: str, exclude: int | None = None) -> int | None:
+    """Makes sure a flush of the repo is queued for the end of the window (now, when a full commit waits).
+
+    One queued flush per repo: asking again returns it, moved earlier when a full commit waits. `exclude` is the
+    flush asking for its successor (it is still running). None when nothing is buffered."""
+    pending = runtime.ledger.pending(target.repo)
+    if not pending:
+        return None
+    delay = 0.0 if pending >= target.max_rows_per_commit else flush_delay(target, runtime.store.clock())
     # Priority 0: once due, committing what waits goes before mapping more runs into the buffer.
-    job, _ = store.enqueue(FLUSH, f"{FLUSH}:{target.repo}:{window}", {"repo": target.repo}, trigger=trigger,
-                           subject=target.repo, delay=delay, priority=0)
+    job, _ = runtime.store.enqueue_once(FLUSH, target.repo, {"repo": target.repo}, trigger=trigger, delay=delay,
+                                        priority=0, advance=True, exclude=exclude)
     return job.id
 
 
@@ -152,39 +173,56 @@ def new_counts(runs: int = 0, threads: int = 0) -> dict:
             "feedback": 0, "buffered": 0, "redactions": {}, "preset_skips": {}, "skipped": {}, "threads": threads}
 
 
-def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[ExportTarget], job: Any,
-                counts: dict, schedule: bool = True) -> list[int]:
-    """The one path every run takes to a dataset (webhook deliveries and back-fills alike); returns flush job ids.
+CHUNK = 200  # runs completed, mapped and buffered at a time: fetched objects of a large delivery are not all held
 
-    With `schedule=False` a flush is only scheduled once a full commit's worth of rows waits (a back-fill
-    schedules its own at the end, instead of one per page)."""
+
+def unique_runs(raw_runs: list, counts: dict) -> list[dict]:
     runs, seen = [], set()
     for run in raw_runs:
         if not isinstance(run, dict) or not run.get("id"):
             counts["without_id"] += 1
         elif str(run["id"]) not in seen:
             seen.add(str(run["id"]))
-            runs.append(dict(run))
-    ids = [str(r["id"]) for r in runs]
+            runs.append(run)
+    return runs
+
+
+def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[ExportTarget], job: Any,
+                 counts: dict) -> None:
+    ids = [str(r["id"]) for r in chunk]
     todo = {}
     for target in targets:
-        known = rt.ledger.known(target.repo, ids) if ids else set()
-        todo[target.repo] = [r for r in runs if str(r["id"]) not in known]
+        known = rt.ledger.known(target.repo, ids)
+        todo[target.repo] = [r for r in chunk if str(r["id"]) not in known]
         counts["already_exported"] += len(known)
-    needed = {str(r["id"]): r for rs in todo.values() for r in rs}
-    if needed:
-        with step("read runs", "retriever", runs=len(needed)):
-            complete_runs(rt, list(needed.values()), counts)
-        with step("read feedback", "retriever", runs=len(needed)):
-            feedback_items = rt.smith.feedback_for(list(needed))
-        counts["feedback"] += len(feedback_items)
-        feedback = group_feedback(feedback_items)
-        for target in targets:
-            with step(f"map rows for {target.repo}", repo=target.repo):
-                rows = rows_for_target(rt, target, rule_id or target.rule_id, todo[target.repo], feedback, counts)
-            counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
+    needed = {str(r["id"]): dict(r) for rs in todo.values() for r in rs}  # copies: objects are filled in
+    if not needed:
+        return
+    with step("read runs", "retriever", runs=len(needed)):
+        complete_runs(rt, list(needed.values()), counts)
+    with step("read feedback", "retriever", runs=len(needed)):
+        feedback_items = rt.smith.feedback_for(list(needed))
+    counts["feedback"] += len(feedback_items)
+    feedback = group_feedback(feedback_items)
+    for target in targets:
+        runs = [needed[str(r["id"])] for r in todo[target.repo]]
+        with step(f"map rows for {target.repo}", repo=target.repo):
+            rows = rows_for_target(rt, target, rule_id or target.rule_id, runs, feedback, counts)
+        # A run a flush committed since `known` was read is not buffered again: `buffer` checks in its transaction.
+        counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
+
+
+def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[ExportTarget], job: Any,
+                counts: dict, schedule: bool = True) -> list[int]:
+    """The one path every run takes to a dataset (webhook deliveries and back-fills alike); returns flush job ids.
+
+    With `schedule=False` a flush is only scheduled once a full commit's worth of rows waits (a back-fill
+    schedules its own at the end, instead of one per page)."""
+    runs = unique_runs(raw_runs, counts)
+    for chunk in batches(runs, CHUNK):
+        export_chunk(rt, rule_id, chunk, targets, job, counts)
     due = [t for t in targets if rt.ledger.pending(t.repo) >= (1 if schedule else t.max_rows_per_commit)]
-    return [schedule_flush(rt, t, job.trigger) for t in due]
+    return [fid for fid in (schedule_flush(rt, t, job.trigger) for t in due) if fid is not None]
 
 
 def run_export(job: Any, ctx: Any) -> dict:
@@ -203,17 +241,30 @@ def shard_id(run_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
 
 
-def sync_exported(runtime: Any, repo: str, head: str | None, tree: dict[str, str]) -> None:
-    """Learns which runs the repo already holds by reading the run_id column of `runs` shards not seen yet."""
+def read_shard_runs(runtime: Any, repo: str, head: str, path: str) -> list[tuple[str, str | None]]:
+    data = runtime.hub.read_bytes(repo, "dataset", head, path)
+    table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time"])
+    ends = [iso_time(e) for e in table.column("end_time").to_pylist()]
+    return list(zip(table.column("run_id").to_pylist(), ends))
+
+
+def sync_repo(runtime: Any, repo: str) -> str | None:
+    """Catches the ledger up with the repo and returns its head.
+
+    While only the bridge writes, the head is the commit it recorded and nothing is listed: a flush's cost does not
+    grow with the repo. A different head (a wiped state dir, a commit whose answer was lost, a person's commit) lists
+    the top level (which presets exist) and `runs/`, and reads the run ids of every shard not read before."""
     ledger, hub = runtime.ledger, runtime.hub
-    synced, card = ledger.repo_state(repo)
-    shards = {p for p in tree if p.startswith(RUNS_PREFIX) and p.endswith(".parquet")}
-    for path in sorted(shards - synced):
-        data = hub.read_bytes(repo, "dataset", head or "main", path)
-        table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time"])
-        ends = [iso_time(e) for e in table.column("end_time").to_pylist()]
-        ledger.mark_exported(repo, list(zip(table.column("run_id").to_pylist(), ends)))
-    ledger.save_repo_state(repo, shards | synced, card)
+    head = hub.head(repo)
+    state = ledger.repo_state(repo)
+    if head is None or head == state.head:
+        return head
+    top = set(hub.list_paths(repo, head, None, recursive=False))
+    shards = [p for p in hub.list_paths(repo, head, RUNS_PREFIX.rstrip("/")) if p.endswith(".parquet")]
+    for path in ledger.unknown_shards(repo, shards):
+        ledger.learn_shard(repo, path, read_shard_runs(runtime, repo, head, path))
+    ledger.set_head(repo, head, {p for p in PRESETS if p in top})
+    return head
 
 
 def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
@@ -229,41 +280,40 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     return files
 
 
-def build_card(target: ExportTarget, rule_ids: list[str], paths: set[str]) -> str:
+def build_card(target: ExportTarget, rule_ids: list[str], presets: set[str]) -> str:
     """The dataset card lists a config only for presets that have a shard, so every config loads."""
-    presets = [p for p in target.presets if any(path.startswith(f"{p}/") for path in paths)]
-    return render_card(target.repo, presets, rule_ids, __version__, positive_threshold=target.positive_threshold,
+    return render_card(target.repo, [p for p in target.presets if p in presets] +
+                       sorted(presets - set(target.presets)), rule_ids, __version__,
+                       positive_threshold=target.positive_threshold,
                        redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
 
 
 def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: dict) -> bool:
-    """Commits one batch; returns False when nothing was left to commit.
+    """Commits one batch; returns True when the batch was full (more may wait), False when nothing or a partial
+    batch was committed.
 
     Syncing first drops from the buffer every run the repo already holds, including a batch whose commit landed
     just before a crash, so what is committed here is always new.
     """
     ledger, hub, repo = runtime.ledger, runtime.hub, target.repo
-    head, tree = hub.head_and_tree(repo)
-    sync_exported(runtime, repo, head, tree)
-    rows = ledger.buffered(repo, target.max_rows_per_commit)
-    if not rows:
+    head = sync_repo(runtime, repo)
+    batch = ledger.batch(repo, target.max_rows_per_commit, target.max_bytes_per_commit)
+    if not batch.rows:
         return False
-    files = build_shards(target, rows)
-    card = build_card(target, rule_ids, set(tree) | set(files))
-    synced, known_card = ledger.repo_state(repo)
-    if card != known_card and hub.read_text(repo, "README.md", tree) != card:
+    files = build_shards(target, batch.rows)
+    state = ledger.repo_state(repo)
+    presets = set(state.presets) | {path.split("/", 1)[0] for path in files}
+    card = build_card(target, rule_ids, presets)
+    if card != state.card and (head is None or hub.read_text(repo, "README.md", head) != card):
         files["README.md"] = card.encode()
-    with step(f"commit to {repo}", repo=repo, files=len(files), runs=len(rows)):
-        oid = hub.commit(repo, files, f"Add {len(rows)} run(s)", parent=head)
+    with step(f"commit to {repo}", repo=repo, files=len(files), runs=len(batch.rows)):
+        oid = hub.commit(repo, files, f"Add {len(batch.rows)} run(s)", parent=head)
     runtime.store.remember_commit(oid, repo)
-    shards = {p for p in files if p.startswith(RUNS_PREFIX)}
-    ledger.save_repo_state(repo, synced | shards, card)
-    ledger.mark_exported(repo, [(r["run_id"], r["end_time"]) for r in rows])
-    ledger.remember_recent(repo, rows)
-    runtime.metrics.rows_exported(repo, len(rows))
+    ledger.record_commit(repo, oid, [p for p in files if p.startswith(RUNS_PREFIX)], presets, card, batch.rows)
+    runtime.metrics.rows_exported(repo, len(batch.rows))
     counts["commits"] += 1
-    counts["runs_committed"] += len(rows)
-    return True
+    counts["runs_committed"] += len(batch.rows)
+    return batch.full
 
 
 _flush_locks: dict[str, threading.Lock] = {}
@@ -283,33 +333,33 @@ def run_flush(job: Any, ctx: Any) -> dict:
 
 def flush_repo(job: Any, ctx: Any) -> dict:
     rt, repo = ctx.services, job.payload["repo"]
-    targets = [t for t in rt.settings.config.exports if t.repo == repo]
-    if not targets:
+    target = rt.settings.config.repo_target(repo)
+    if target is None:
         return {"repo": repo, "note": "no exports entry writes to this repo any more; rows stay buffered"}
-    target = targets[0]
     rt.hub.ensure_dataset(repo, target.private)
     counts = {"commits": 0, "runs_committed": 0}
-    rule_ids = sorted({t.rule_id for t in targets})
+    rule_ids = sorted({t.rule_id for t in rt.settings.config.exports if t.repo == repo})
     for attempt in range(3):
         try:
             while flush_once(rt, target, rule_ids, counts):
-                if rt.ledger.pending(repo) < target.max_rows_per_commit:
-                    break  # the rest waits for the next window: at most one commit per window
+                pass  # a full batch: commit the next one now; a partial one waits for the next window
             break
         except UpstreamError as exc:
             if exc.status not in (409, 412) or attempt == 2:
                 raise
             log.info("%s moved while committing; rebasing onto the new head", repo)
-    if rt.ledger.pending(repo):
-        schedule_flush(rt, target, job.trigger)
+    schedule_flush(rt, target, job.trigger, exclude=job.id)
     return {"repo": repo, **counts, "commit_url": rt.hub.web_url(repo, "dataset", "/tree/main"),
             "pending": rt.ledger.pending(repo)}
 
 
-def resume(runtime: Any) -> None:
-    """At start: buffered rows whose flush job is gone (state from an older run) get one scheduled."""
+def resume(runtime: Any, trigger: str = "reconcile") -> list[int]:
+    """Buffered rows whose flush job is gone (state from an older run, a flush that failed) get one scheduled."""
+    scheduled = []
     for repo in runtime.ledger.repos_with_buffer():
-        targets = [t for t in runtime.settings.config.exports if t.repo == repo]
-        if targets:
-            schedule_flush(runtime, targets[0], "reconcile")
-
+        target = runtime.settings.config.repo_target(repo)
+        if target is not None:
+            job_id = schedule_flush(runtime, target, trigger)
+            if job_id is not None:
+                scheduled.append(job_id)
+    return scheduled

@@ -2,18 +2,21 @@
 
 At start and every `reconcile_minutes`: every branch head of every repo an `experiments` rule watches gets the same
 job a push would have created (same idempotency key, so nothing runs twice), and every `exports` entry with a
-`backfill` section gets a back-fill of the runs since the newest `end_time` already in its dataset repo.
+`backfill` section gets a back-fill of the runs since its watermark (see `backfill.Watermark`), and rows still
+buffered whose flush is gone (failed, cancelled) get a new flush.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..jobs import ACTIVE
 from ..routing import experiment_spec
-from .backfill import BACKFILL
-from .exports import sync_exported
+from .backfill import BACKFILL, Cursors, as_utc
+from .exports import resume, sync_repo
 
 RECONCILE = "reconcile"
 
@@ -59,17 +62,22 @@ def reconcile_experiments(runtime: Any) -> list[int]:
 
 
 def reconcile_exports(runtime: Any) -> list[int]:
+    """A back-fill per repo with a `backfill` section, from its watermark (what the last one saw) less the
+    lookback. At most one runs at a time per repo; a new one is made every reconcile, whatever the last found."""
     queued = []
-    for target in runtime.settings.config.exports:
+    cursors = Cursors(runtime.store.db)
+    for repo in runtime.settings.config.export_repos():
+        target = runtime.settings.config.repo_target(repo)
         if target.backfill is None:
             continue
-        head, tree = runtime.hub.head_and_tree(target.repo)
-        sync_exported(runtime, target.repo, head, tree)
-        since = runtime.ledger.newest_end_time(target.repo)
-        payload = {"repo": target.repo, "project": target.backfill.project, "filter": target.backfill.filter,
-                   "start_time": since, "end_time": None}
-        job, created = runtime.store.enqueue(BACKFILL, f"{BACKFILL}:reconcile:{target.repo}:{since}", payload,
-                                             trigger="reconcile", subject=f"{target.backfill.project} → {target.repo}")
+        sync_repo(runtime, repo)
+        mark = cursors.watermark(repo) or runtime.ledger.newest_end_time(repo)
+        since = as_utc(mark) - timedelta(minutes=target.backfill.lookback_minutes) if mark else None
+        payload = {"repo": repo, "project": target.backfill.project, "filter": target.backfill.filter,
+                   "start_time": since.isoformat() if since else None, "end_time": None, "reconcile": True,
+                   "watermark": mark}
+        job, created = runtime.store.enqueue_once(BACKFILL, f"{target.backfill.project} → {repo}", payload,
+                                                  trigger="reconcile", states=ACTIVE)
         if created:
             queued.append(job.id)
     return queued
@@ -78,6 +86,7 @@ def reconcile_exports(runtime: Any) -> list[int]:
 def run_reconcile(job: Any, ctx: Any) -> dict:
     rt = ctx.services
     try:
-        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt)}
+        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
+                "flush_jobs": resume(rt)}
     finally:
         schedule_next(rt)
