@@ -337,7 +337,10 @@ class JobStore:
         for column, value in (("state", state), ("kind", kind), ("trigger", trigger)):
             if value:
                 clauses.append(f"{column} = ?")
-                params.append(value)
+                params.append("queued" if value == "scheduled" else value)
+        if state in ("queued", "scheduled"):  # queued: due now; scheduled: queued for later
+            clauses.append("next_attempt_at > ?" if state == "scheduled" else "next_attempt_at <= ?")
+            params.append(self.clock())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self.db.read() as conn:
             rows = conn.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()

@@ -34,7 +34,7 @@ from requests.adapters import BaseAdapter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from .jobs import STATES, Job, JobStore
+from .jobs import SHOWN_STATES, STATES, Job, JobStore
 
 log = logging.getLogger("bridge.metrics")
 
@@ -157,8 +157,9 @@ class Metrics:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    counts: dict[tuple[str, str], int]  # (kind, state) -> jobs
-    oldest_queued_at: float | None  # created_at of the oldest queued job
+    counts: dict[tuple[str, str], int]  # (kind, shown state) -> jobs; `scheduled` = queued, due later
+    oldest_due_at: float | None  # when the longest-waiting due job became due
+    state_bytes: int = 0  # the state dir's database on disk
 
 
 class JobStats:
@@ -168,10 +169,14 @@ class JobStats:
         self.store = store
 
     def snapshot(self) -> QueueSnapshot:
+        now = self.store.clock()
         with self.store.db.read() as conn:
-            rows = conn.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state").fetchall()
-            oldest = conn.execute("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'").fetchone()
-        return QueueSnapshot({(r["kind"], r["state"]): r["n"] for r in rows}, oldest["t"])
+            rows = conn.execute("SELECT kind, CASE WHEN state = 'queued' AND next_attempt_at > ? THEN 'scheduled' "
+                                "ELSE state END AS shown, COUNT(*) AS n FROM jobs GROUP BY kind, shown",
+                                (now,)).fetchall()
+            oldest = conn.execute("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state = 'queued' AND "
+                                  "next_attempt_at <= ?", (now,)).fetchone()
+        return QueueSnapshot({(r["kind"], r["shown"]): r["n"] for r in rows}, oldest["t"], self.store.db.size_bytes())
 
 
 class StoreCollector:
@@ -181,31 +186,37 @@ class StoreCollector:
         self.stats, self.clock = stats, clock
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (GaugeMetricFamily("bridge_jobs", "Jobs currently in each state, by kind.", labels=["kind", "state"]),
-                GaugeMetricFamily("bridge_queue_depth", "Jobs waiting in state queued (including retry backoff)."),
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (GaugeMetricFamily("bridge_jobs", "Jobs currently in each state, by kind (scheduled: queued for "
+                                  "later, e.g. a retry in backoff or a flush waiting for its window).",
+                                  labels=["kind", "state"]),
+                GaugeMetricFamily("bridge_queue_depth", "Jobs due now and waiting for a worker (scheduled ones "
+                                  "are not counted until their time comes)."),
                 GaugeMetricFamily("bridge_oldest_queued_age_seconds",
-                                  "Age of the oldest queued job (now - created_at); 0 when none is queued."))
+                                  "How long the longest-waiting due job has waited since it became due; 0 when "
+                                  "none is due."),
+                GaugeMetricFamily("bridge_state_bytes", "Size of the state dir's database on disk (with its WAL)."))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # Lets the registry check names without querying the database at registration.
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs, depth, age = self._families()
+        jobs, depth, age, size = self._families()
         try:
             snapshot = self.stats.snapshot()
         except sqlite3.Error:
             # A busy or broken database must not take down the other metrics of the scrape.
             log.warning("could not read the job store for metrics", exc_info=True)
             return
-        counts, oldest = snapshot.counts, snapshot.oldest_queued_at
+        counts, oldest = snapshot.counts, snapshot.oldest_due_at
         for kind in sorted({kind for kind, _ in counts}):
-            for state in STATES:  # every state, so a state emptying shows 0 instead of vanishing
+            for state in SHOWN_STATES:  # every state, so a state emptying shows 0 instead of vanishing
                 jobs.add_metric([kind, state], counts.get((kind, state), 0))
         depth.add_metric([], sum(n for (_, state), n in counts.items() if state == "queued"))
         age.add_metric([], max(0.0, self.clock() - oldest) if oldest is not None else 0.0)
-        yield from (jobs, depth, age)
+        size.add_metric([], snapshot.state_bytes)
+        yield from (jobs, depth, age, size)
 
 
 # ---- upstream HTTP instrumentation ----

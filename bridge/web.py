@@ -174,5 +174,6 @@ def langsmith_endpoint(store: JobStore, config: BridgeConfig, secret: SecretStr 
 def healthz(store: JobStore, missing: Callable[[], list[str]]) -> Callable:
     async def handler() -> JSONResponse:
         counts = await anyio.to_thread.run_sync(store.counts)
-        return JSONResponse({"status": "ok", "version": __version__, "jobs": counts, "missing": missing()})
+        return JSONResponse({"status": "ok", "version": __version__, "jobs": counts, "missing": missing(),
+                             "state_bytes": store.db.size_bytes()})
     return handler

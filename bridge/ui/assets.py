@@ -31,6 +31,7 @@ p.flow { margin: 0 !important; line-height: 1.45; font-size: 0.93rem; }
 .stat span { font-size: 0.8rem; color: var(--body-text-color-subdued); }
 .stat.st-running { border-left-color: #2563eb; } .stat.st-succeeded { border-left-color: #16a34a; }
 .stat.st-failed, .stat.st-dead { border-left-color: #dc2626; } .stat.st-queued { border-left-color: #a16207; }
+.stat.st-scheduled { border-left-color: #64748b; }
 .last { margin: 4px 0; font-size: 0.92rem; }
 h4 { margin: 8px 0 4px; font-size: 0.9rem; }
 .kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 6px 0; font-size: 0.92rem; }
@@ -65,6 +66,7 @@ table.jobs td .subject, table.jobs td .err { display: -webkit-box; -webkit-line-
 .badge.st-succeeded, .badge.st-uploaded, .badge.st-exists { background: #16a34a26; color: #15803d; }
 .badge.st-running { background: #2563eb26; color: #1d4ed8; }
 .badge.st-queued { background: #f59e0b26; color: #a16207; }
+.badge.st-scheduled { background: #64748b26; color: #475569; }
 .badge.st-failed, .badge.st-dead, .badge.st-crashed { background: #dc262626; color: #b91c1c; }
 .badge.st-ignored, .badge.st-duplicate, .badge.st-cancelled, .badge.st-skipped { background: #94a3b833; }
 .dark .badge { color: inherit !important; }

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlparse
 
-STATE_ICONS = {"queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌", "dead": "☠️",
+STATE_ICONS = {"scheduled": "🕒", "queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌", "dead": "☠️",
                "cancelled": "⊘", "uploaded": "✅", "exists": "✅", "skipped": "➖"}
 
 

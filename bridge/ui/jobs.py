@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..jobs import RETRYABLE_BY_HAND, STATES, TRIGGERS, Job
+from ..jobs import RETRYABLE_BY_HAND, SHOWN_STATES, TRIGGERS, Job
 from .common import clean, locked, on, require, viewer
 from .html import badge, code, duration, empty, esc, kv, link, notice, section, table, ts
 
@@ -54,9 +54,10 @@ def elapsed(job: Job, now: float) -> float | None:
 
 def state_cell(job: Job, now: float) -> str:
     extra = progress_html(job.progress) if job.state == "running" else ""
-    if job.state == "queued" and job.attempts and job.next_attempt_at > now:
-        extra = f'<span class="muted">retry {ts(job.next_attempt_at)}</span>'
-    return f'<span class="state">{badge(job.state)}</span>{extra}'
+    shown = job.shown_state(now)
+    if shown == "scheduled":
+        extra = f'<span class="muted">{"retry" if job.attempts else "for"} {ts(job.next_attempt_at)}</span>'
+    return f'<span class="state">{badge(shown)}</span>{extra}'
 
 
 def job_row(job: Job, now: float) -> list[str]:
@@ -64,7 +65,7 @@ def job_row(job: Job, now: float) -> list[str]:
     error = esc(job.last_error) if job.last_error else ""
     subject = esc(job.subject)
     return [f"<b>#{job.id}</b>", esc(job.kind), f'<span class="subject" title="{subject}">{subject}</span>',
-            state_cell(job, now), f"{job.attempts}/{job.max_attempts}", esc(job.trigger),
+            state_cell(job, now), f"{job.attempt}/{job.attempt_budget}", esc(job.trigger),
             f'<span class="nowrap">{ts(job.created_at)}</span>',
             f'<span class="nowrap">{duration(elapsed(job, now))}</span>', links,
             f'<span class="err" title="{error}">{error}</span>' if error else ""]
@@ -170,16 +171,17 @@ def attempts_html(attempts: list[dict]) -> str:
 
 
 def detail_html(job: Job, attempts: list[dict], store: Any, now: float) -> str:
-    head = (f'<div class="detail-head"><h2>#{job.id} · {esc(job.kind)}</h2>{badge(job.state)}'
+    head = (f'<div class="detail-head"><h2>#{job.id} · {esc(job.kind)}</h2>{badge(job.shown_state(now))}'
             f'<span class="subject">{esc(job.subject)}</span></div>')
-    meta = kv([("Trigger", esc(job.trigger)), ("Attempts", f"{job.attempts} of {job.max_attempts}"),
+    meta = kv([("Trigger", esc(job.trigger)), ("Attempts", f"{job.attempt} of {job.attempt_budget}"),
                ("Created", ts(job.created_at)), ("Started", ts(job.started_at)), ("Finished", ts(job.finished_at)),
                ("Duration", duration(elapsed(job, now)))])
     parts = [head, meta]
     if job.state == "running" and job.progress:
         parts.append(f'<div class="prog-line">{progress_html(job.progress)}</div>')
-    if job.state == "queued" and job.attempts and job.next_attempt_at > now:
-        parts.append(notice(f"Waiting to retry {ts(job.next_attempt_at)} after a transient error.", "info", raw=True))
+    if job.shown_state(now) == "scheduled":
+        why = "to retry after a transient error" if job.attempts else "until its time comes"
+        parts.append(notice(f"Scheduled for {ts(job.next_attempt_at)}: waiting {why}.", "info", raw=True))
     if job.last_error:
         parts.append(notice(f"<b>Error:</b> {esc(job.last_error)}", "error", raw=True))
     parts.append(section("Result", result_html(job, store.scrub)))
@@ -219,7 +221,7 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
     store = runtime.store
     kinds = sorted(set(runtime.handlers) | {"experiment", "export", "flush", "backfill", "feedback"})
     with gr.Row(elem_classes="filters"):
-        state = gr.Dropdown([ALL, *STATES], value=ALL, label="State", elem_id="filter-state", scale=1)
+        state = gr.Dropdown([ALL, *SHOWN_STATES], value=ALL, label="State", elem_id="filter-state", scale=1)
         kind = gr.Dropdown([ALL, *kinds], value=ALL, label="Kind", elem_id="filter-kind", scale=1)
         trigger = gr.Dropdown([ALL, *TRIGGERS], value=ALL, label="Trigger", elem_id="filter-trigger", scale=1)
         live = gr.Checkbox(value=True, label="Refresh every 3 s", elem_id="jobs-live", scale=1)

@@ -13,7 +13,7 @@ import gradio as gr
 
 from .. import __version__, access
 from ..errors import BridgeError
-from ..jobs import STATES
+from ..jobs import SHOWN_STATES
 from .common import on, require, viewer
 from .html import esc, kv, notice, ts
 
@@ -56,7 +56,7 @@ def credentials_html(settings: Any) -> str:
 
 def counts_html(counts: dict[str, int]) -> str:
     chips = "".join(f'<div class="stat st-{state}"><b>{counts.get(state, 0)}</b><span>{state}</span></div>'
-                    for state in STATES)
+                    for state in SHOWN_STATES)
     return f'<div class="stats">{chips}</div>'
 
 
