@@ -314,6 +314,30 @@ class JobStore:
             self._transition(job, job.state, note="recovered")
         return [row["id"] for row in rows]
 
+    # ---- retention ----
+    def prune(self, keep_seconds: float, failed_keep_seconds: float) -> dict[str, int]:
+        """Drops what a bridge running for months no longer needs: finished jobs older than `keep_seconds` (failed
+        and dead ones after `failed_keep_seconds`, so a person can still look and retry), their attempts and
+        cursors, deliveries (and their bodies) none of whose jobs is waiting, running or kept as failed, and old
+        own-commit marks (the echo of a commit arrives within seconds)."""
+        now = self.clock()
+        cut, failed_cut = now - keep_seconds, now - failed_keep_seconds
+        with self.db.tx() as conn:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM jobs WHERE (state IN ('succeeded', 'cancelled') AND finished_at < ?) OR "
+                "(state IN ('failed', 'dead') AND finished_at < ?)", (cut, failed_cut))]
+            for part in range(0, len(ids), 500):
+                chunk = ids[part:part + 500]
+                marks = ",".join("?" * len(chunk))
+                for table, column in (("attempts", "job_id"), ("backfill_cursors", "job_id"), ("jobs", "id")):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+            deliveries = conn.execute(
+                "DELETE FROM deliveries WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM json_each("
+                "deliveries.job_ids) AS je JOIN jobs ON jobs.id = je.value WHERE jobs.state IN "
+                "('queued', 'running', 'failed', 'dead'))", (cut,)).rowcount
+            commits = conn.execute("DELETE FROM own_commits WHERE created_at < ?", (cut,)).rowcount
+        return {"jobs": len(ids), "deliveries": deliveries, "own_commits": commits}
+
     # ---- reading ----
     def get(self, job_id: int) -> Job:
         with self.db.read() as conn:

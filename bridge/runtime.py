@@ -47,10 +47,11 @@ class Runtime:
 
     def schedule_startup_jobs(self) -> None:
         """Flushes for rows an earlier process buffered, and a reconcile pass for what webhooks missed."""
-        from .flows import exports, reconcile
+        from .flows import exports, housekeeping, reconcile
 
         exports.resume(self)
         reconcile.schedule_at_start(self)
+        housekeeping.schedule_next(self, at_start=True)
 
     def start_workers(self) -> None:
         self.schedule_startup_jobs()

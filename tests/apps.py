@@ -101,8 +101,8 @@ class AppProcess:
         return requests.get(self.base + "/healthz", timeout=5).json()
 
     def idle(self) -> bool:
-        jobs = self.health()["jobs"]  # queued (due now), scheduled (due later) and running: nothing left to do
-        return jobs["queued"] == 0 and jobs["scheduled"] == 0 and jobs["running"] == 0
+        jobs = self.health()["jobs"]  # queued means due now; `scheduled` ones (the hourly housekeeping) wait
+        return jobs["queued"] == 0 and jobs["running"] == 0
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a Space being evicted."""

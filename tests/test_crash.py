@@ -162,8 +162,16 @@ class World:
         return self.snapshot()
 
 
+PERIODIC = "('housekeeping', 'reconcile')"  # chains that always have their next run scheduled
+
+
 def job_summary(app: App) -> dict:
-    return dict(app.query("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    return dict(app.query(f"SELECT state, COUNT(*) FROM jobs WHERE kind NOT IN {PERIODIC} GROUP BY state"))
+
+
+def settled(app: App) -> bool:
+    """No work job waiting (due or scheduled, e.g. a flush for the end of its window) or running."""
+    return not app.query(f"SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running') AND kind NOT IN {PERIODIC}")[0][0]
 
 
 # ---------------------------------------------------------------- A: SIGKILL mid-work
@@ -206,7 +214,7 @@ def test_sigkill_with_jobs_queued_running_and_rows_buffered_then_restart(hub, sm
         smith.recorder.faults.clear()
 
         app.start(state)  # same state dir: running jobs are recovered, buffered rows get a flush
-        wait_for(lambda: app.idle() and not app.query("SELECT COUNT(*) FROM export_buffer")[0][0], timeout=90,
+        wait_for(lambda: settled(app) and not app.query("SELECT COUNT(*) FROM export_buffer")[0][0], timeout=90,
                  interval=0.3, what="the restarted app to finish every job")
         after = job_summary(app)
         crashed = dict(app.query("SELECT j.kind, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
@@ -244,7 +252,7 @@ def test_empty_state_dir_and_every_delivery_again_duplicates_nothing(hub, smith,
         world.deliver_langsmith(app, bodies)
         world.push()
         assert hub.wait_for_deliveries(timeout=30)
-        wait_for(app.idle, timeout=90, interval=0.3, what="the first app to finish")
+        wait_for(lambda: settled(app), timeout=90, interval=0.3, what="the first app to finish")
         assert hub.wait_for_deliveries(timeout=30)  # including those of the bridge's own commits
         assert set(job_summary(app)) == {"succeeded"}, app.log_text()[-3000:]
         first = world.check_exactly_once()
@@ -255,7 +263,7 @@ def test_empty_state_dir_and_every_delivery_again_duplicates_nothing(hub, smith,
         assert all(200 <= app.post_hub(p) < 300 for p in hub_payloads)
         world.deliver_langsmith(app, bodies)
         assert [s for _, s in world.ls_answers] == [202] * 2 * LS_DELIVERIES  # a fresh store accepts them again
-        wait_for(app.idle, timeout=90, interval=0.3, what="the second app to finish")
+        wait_for(lambda: settled(app), timeout=90, interval=0.3, what="the second app to finish")
         summary = job_summary(app)
     finally:
         app.stop()
