@@ -89,6 +89,7 @@ def test_manual_retry_and_cancel(store):
         store.cancel(failed.id)
     again = store.retry(failed.id)
     assert again.state == "queued" and again.max_attempts == failed.attempts + 3
+    assert (again.attempt, again.attempt_budget) == (0, 3)  # a fresh budget reads "1 of 3" at the next attempt
     assert run_once(store, lambda job, ctx: {"ok": True}).state == "succeeded"
     with pytest.raises(ValueError, match="only failed, dead, cancelled"):
         store.retry(failed.id)
@@ -179,3 +180,100 @@ def test_sigkill_mid_job_then_restart_completes_once(tmp_path):
     job = store.get(1)
     assert job.attempts == 2
     assert [a["outcome"] for a in store.attempts(1)] == ["crashed", "succeeded"]
+
+
+def test_retry_after_is_capped_by_the_longest_backoff(store, clock):
+    store.enqueue("k", "key", {})
+    job = run_once(store, raising(UpstreamError("Hub", "slow", status=429, transient=True, retry_after=86400)))
+    assert job.next_attempt_at - clock.now == pytest.approx(60)  # max_seconds, not a day
+
+
+def test_recover_reports_the_state_it_chose(store, caplog):
+    caplog.set_level("INFO", logger="bridge.jobs")
+    store.enqueue("k", "key", {})
+    for _ in range(3):  # every attempt killed the process: the last one is out of attempts
+        store.claim()
+        store.recover()
+    job = store.get(store.list()[0].id)
+    assert job.state == "dead"
+    recovered = [r.getMessage() for r in caplog.records if '"note": "recovered"' in r.getMessage()]
+    assert '"state": "dead"' in recovered[-1] and all('"state": "queued"' in m for m in recovered[:-1])
+
+
+def test_attempts_read_from_the_last_retry_by_hand(store, clock):
+    store.enqueue("k", "key", {})
+    failed = run_once(store, raising(UpstreamError("Hub", "forbidden", status=403)))
+    assert (failed.attempt, failed.attempt_budget) == (1, 3)
+    store.retry(failed.id)
+    second = run_once(store, raising(UpstreamError("Hub", "busy", status=503, transient=True)))
+    assert (second.attempts, second.attempt, second.attempt_budget) == (2, 1, 3)  # not "2 of 4"
+
+
+def test_scheduled_is_queued_for_later(store, clock):
+    store.enqueue("k", "now", {})
+    later, _ = store.enqueue("k", "later", {}, delay=600)
+    assert store.counts()["queued"] == 1 and store.counts()["scheduled"] == 1
+    assert [j.key for j in store.list(state="scheduled")] == ["later"]
+    assert [j.key for j in store.list(state="queued")] == ["now"]
+    assert later.shown_state(clock.now) == "scheduled"
+    clock.now += 600
+    assert store.counts()["queued"] == 2 and store.counts()["scheduled"] == 0
+
+
+def test_enqueue_once_keeps_one_waiting_job_per_subject(store, clock):
+    first, created = store.enqueue_once("flush", "acme/x", {}, trigger="webhook", delay=60, advance=True)
+    assert created
+    again, created = store.enqueue_once("flush", "acme/x", {}, trigger="webhook", delay=60, advance=True)
+    assert again.id == first.id and not created
+    sooner, _ = store.enqueue_once("flush", "acme/x", {}, trigger="webhook", delay=0, advance=True)
+    assert sooner.id == first.id and sooner.next_attempt_at == clock.now  # moved earlier, never later
+    later, _ = store.enqueue_once("flush", "acme/x", {}, trigger="webhook", delay=600, advance=True)
+    assert later.next_attempt_at == clock.now
+    running = store.claim()
+    assert running.id == first.id
+    successor, created = store.enqueue_once("flush", "acme/x", {}, trigger="webhook", exclude=running.id)
+    assert created and successor.id != first.id
+    other, created = store.enqueue_once("flush", "acme/y", {}, trigger="webhook")
+    assert created
+
+
+def test_retention_prunes_finished_jobs_and_deliveries_and_keeps_what_is_needed(store, clock):
+    from bridge.routing import JobSpec
+
+    day = 86400
+    spec = lambda key: [JobSpec("k", key, {}, "s")]  # noqa: E731
+    store.record_delivery("hub", '{"old": "done"}', spec("done"))
+    store.record_delivery("hub", '{"old": "failed"}', spec("failed"))
+    store.record_delivery("hub", '{"old": "waiting"}', spec("waiting"))
+    store.record_delivery("hub", '{"ignored": true}', None, reason="no rule")
+    ok = run_once(store, lambda job, ctx: {"ok": True})
+    bad = run_once(store, raising(UpstreamError("Hub", "forbidden", status=403)))
+    store.remember_commit("a" * 40, "acme/x")
+    clock.now += 8 * day
+    store.record_delivery("hub", '{"new": true}', spec("new"))
+    pruned = store.prune(7 * day, 30 * day)
+    assert pruned == {"jobs": 1, "deliveries": 2, "own_commits": 1}  # the done job; its delivery; the ignored one
+    keys = {j.key for j in store.list()}
+    assert keys == {"failed", "waiting", "new"} and ok.id not in {j.id for j in store.list()}
+    assert store.attempts(ok.id) == [] and len(store.attempts(bad.id)) == 1
+    bodies = [d["has_body"] for d in store.deliveries()]
+    assert bodies == [1, 1, 1]  # new, waiting, failed: kept with their bodies
+    clock.now += 23 * day  # the failed job is kept 30 days, then goes with its delivery
+    store.claim()  # the waiting one runs (and stays running: still kept)
+    assert store.prune(7 * day, 30 * day)["jobs"] == 1
+    assert {j.key for j in store.list()} == {"waiting", "new"}
+
+
+def test_compact_gives_pruned_pages_back(tmp_path, clock):
+    store = JobStore(Database(tmp_path / "big.sqlite3"), clock=clock)
+    from bridge.routing import JobSpec
+
+    for i in range(200):
+        store.record_delivery("langsmith", "x" * 20000, [JobSpec("k", f"key-{i}", {}, "s")])
+        job = store.claim()
+        store.succeed(job, None)
+    before = store.db.size_bytes()
+    clock.now += 8 * 86400
+    assert store.prune(7 * 86400, 30 * 86400)["deliveries"] == 200
+    assert store.db.compact() > 0
+    assert store.db.size_bytes() < before / 4

@@ -38,6 +38,7 @@ CANARIES = [HF, LS, HUB_SECRET, LS_SECRET, ADMIN_PW, "LEAKCANARY",
             "hub_token_9q", "ls_key_7w", "hub_secret_3e", "ls_secret_5r", "admin_pw_1t"]
 XSS = "<img src=x onerror=alert(1)>"
 EVAL_REPO, EXPORT_REPO = "acme/leak-evals", "acme/leak-feedback"
+TRACES = "leak-traces"  # the bridge traces its own jobs there (BRIDGE_TRACE_PROJECT)
 CONFIG = f"""
 experiments:
   - repo: "acme/*-evals"
@@ -132,7 +133,7 @@ def outcome(tmp_path_factory, redirect_server):
     smith = LangSmithEmulator({LS}, rate_limits=False)
     handles = [hub.serve(), smith.serve()]
     app = App(root, hub, smith, CONFIG, HF_TOKEN=HF, LANGSMITH_API_KEY=LS, WEBHOOK_SECRET=HUB_SECRET,
-              LANGSMITH_WEBHOOK_SECRET=LS_SECRET, BRIDGE_ADMIN_PASSWORD=ADMIN_PW)
+              LANGSMITH_WEBHOOK_SECRET=LS_SECRET, BRIDGE_ADMIN_PASSWORD=ADMIN_PW, BRIDGE_TRACE_PROJECT=TRACES)
     result = Outcome(hub, smith)
     try:
         app.start(root / "state")
@@ -244,7 +245,7 @@ def collect_state(app: App, result: Outcome) -> None:
 
 
 def test_scenario_ran_both_directions_and_the_failures(outcome):
-    states = sorted((j.kind, j.state) for j in outcome.jobs)
+    states = sorted((j.kind, j.state) for j in outcome.jobs if j.kind != "housekeeping")
     assert states == sorted([("experiment", "succeeded"), ("experiment", "succeeded"), ("experiment", "failed"),
                              ("experiment", "failed"), ("export", "succeeded"), ("export", "failed"),
                              ("flush", "succeeded")]), [(j.kind, j.state, j.last_error) for j in outcome.jobs]
@@ -308,6 +309,15 @@ def test_experiments_metadata_holds_no_secret(outcome):
     assert len(experiments) == 2
     for experiment in experiments:
         assert leaks(json.dumps(experiment, default=str)) == [], experiment["name"]
+
+
+def test_self_traces_hold_no_secret(outcome):
+    """The jobs' own traces (errors included: two upstream answers echo a credential) leave the bridge scrubbed."""
+    store = outcome.smith.store
+    traces = [r for r in store.runs.values() if store.sessions.get(r["session_id"], {}).get("name") == TRACES]
+    assert len(traces) > 10 and any(r.get("error") for r in traces)
+    for run in traces:
+        assert leaks(json.dumps(run, default=str)) == [], run["name"]
 
 
 # ---------------------------------------------------------------- object URLs

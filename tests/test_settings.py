@@ -60,10 +60,15 @@ def test_defaults():
     ({"exports": [{"rule_id": "r", "repo": "a/b", "redact": ["phones"]}]}, "exports[0].redact", "'phones'"),
     ({"exports": [{"rule_id": "r", "repo": "a/b", "flush_seconds": -1}]}, "exports[0].flush_seconds", "-1"),
     ({"exports": [{"rule_id": "r", "repo": "a/b", "feedback_links": {"keys": []}}]}, "exports[0].feedback_links.keys", "[]"),
+    ({"exports": [{"rule_id": "r", "repo": "a/b", "redact": [{"pattern": "x*"}]}]}, "exports[0].redact",
+     "matches the empty string"),
+    ({"exports": [{"rule_id": "r", "repo": "a/b", "redact": [{"pattern": "x", "nmae": "n"}]}]}, "exports[0].redact",
+     "'nmae'"),
+    ({"retention_days": 0}, "retention_days", "greater than 0"),
     ({"exprots": []}, "exprots", "unknown key"),
 ], ids=["bad-repo-type", "unknown-key", "missing-repo", "repo-not-owner-name", "bad-format", "bad-placeholder",
         "bad-preset", "export-repo-glob", "bad-regex", "bad-redact-preset", "negative-flush", "no-link-keys",
-        "typo-top-level"])
+        "empty-match-pattern", "custom-rule-typo", "zero-retention", "typo-top-level"])
 def test_invalid_config_names_the_key_and_value(data, key, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config(data, "bridge.yaml")
@@ -120,3 +125,25 @@ def test_public_url_must_be_a_url(tmp_path):
     with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL.*'bridge.example.com'"):
         Settings.from_env({"BRIDGE_STATE_DIR": str(tmp_path), "BRIDGE_PUBLIC_URL": "bridge.example.com"},
                           tmp_path / "none.yaml")
+
+
+def test_redaction_rules_settings_accept_are_exactly_what_the_redactor_runs():
+    """One validation: what starts is what runs (a named custom rule included), checked by the redactor itself."""
+    from bridge.formats.redact import Redactor
+
+    config = parse_config({"exports": [{"rule_id": "r", "repo": "a/b", "redact": [
+        "emails", {"pattern": "ACME-[0-9]+", "name": "account"}]}]}, "bridge.yaml")
+    redactor = Redactor(config.exports[0].redact)
+    assert redactor.text("mail bob@example.com about ACME-42") == "mail [REDACTED:email] about [REDACTED:account]"
+
+
+def test_entries_sharing_a_repo_merge_into_one_target():
+    config = parse_config({"exports": [
+        {"rule_id": "r1", "repo": "a/b", "presets": ["sft"], "flush_seconds": 60, "private": False},
+        {"rule_id": "r2", "repo": "a/b", "presets": ["kto"], "flush_seconds": 30, "redact": ["emails"]},
+        {"rule_id": "r1", "repo": "a/c"}]}, "bridge.yaml")
+    merged = config.repo_target("a/b")
+    assert merged.presets == ["runs", "sft", "kto"] and merged.flush_seconds == 30 and merged.private
+    assert merged.redact == ["emails"]
+    assert [(t.repo, t.presets) for t in config.exports_for("r1")] == [("a/b", ["runs", "sft"]), ("a/c", ["runs"])]
+    assert config.export_repos() == ["a/b", "a/c"] and config.repo_target("x/y") is None

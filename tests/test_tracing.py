@@ -33,3 +33,19 @@ def test_tracing_failures_never_fail_a_job(hub, smith, make_bridge):
     [job] = run_jobs(runtime)
     assert job.state == "succeeded" and job.attempts == 1
     assert len(smith.experiments("llama-evals/demo_qa")) == 1
+
+
+def test_error_text_in_traces_is_scrubbed(hub, smith, make_bridge):
+    """An upstream error that echoes the token (a 401 body) reaches the job's trace as ***, like the job store."""
+    from conftest import HF_TOKEN
+
+    runtime = make_bridge(CONFIG, BRIDGE_TRACE_PROJECT="bridge-traces")
+    old, sha = push(hub, lm_eval())
+    hub.recorder.add_fault(r"/tree/", status=401, times=10,
+                           body=f"Invalid credentials in Authorization header: Bearer {HF_TOKEN}")
+    enqueue(runtime, sha, old)
+    [job] = run_jobs(runtime)
+    assert job.state == "failed"
+    runs = traces(smith, "bridge-traces")
+    errors = [r.get("error") for r in runs if r.get("error")]
+    assert errors and all(HF_TOKEN not in e for e in errors) and any("***" in e for e in errors)
