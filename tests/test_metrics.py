@@ -137,6 +137,21 @@ def test_transitions_and_gauges_follow_a_real_store(store, clock):
     assert value(metrics, "bridge_oldest_queued_age_seconds") == 12  # e2 is now the oldest queued
 
 
+def test_scheduled_jobs_are_not_waiting_until_due(store, clock):
+    """An idle bridge always has its next reconcile scheduled: no queue depth and no age alert for it."""
+    metrics = Metrics(clock=clock).watch(store)
+    store.enqueue("reconcile", "r1", {}, delay=1800)
+    clock.now += 1700
+    assert value(metrics, "bridge_queue_depth") == 0
+    assert value(metrics, "bridge_oldest_queued_age_seconds") == 0
+    assert value(metrics, "bridge_jobs", kind="reconcile", state="scheduled") == 1
+    assert value(metrics, "bridge_jobs", kind="reconcile", state="queued") == 0
+    clock.now += 100 + 7  # due for 7 s: aged from its due time, not from when it was made
+    assert value(metrics, "bridge_queue_depth") == 1
+    assert value(metrics, "bridge_oldest_queued_age_seconds") == 7
+    assert value(metrics, "bridge_state_bytes") > 0
+
+
 def test_a_failing_store_leaves_the_other_metrics(store):
     class Broken:
         def snapshot(self):
