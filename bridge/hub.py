@@ -193,14 +193,6 @@ class Hub:
             return None
         return self.read_bytes(repo, repo_type, "main", path).decode("utf-8", errors="replace")
 
-    def expand_sha(self, repo: str, repo_type: str, prefix: str) -> str | None:
-        """The full sha of a commit on `main` that starts with `prefix` (the Hub does not resolve short shas)."""
-        with hub_errors(f"list commits of {repo}"):
-            for commit in self.api.list_repo_commits(repo, repo_type=repo_type, revision="main"):
-                if commit.commit_id.startswith(prefix.lower()):
-                    return commit.commit_id
-        return None
-
     def list_repos(self, owner: str, repo_type: str) -> list[str]:
         lister = {"dataset": self.api.list_datasets, "model": self.api.list_models, "space": self.api.list_spaces}
         with hub_errors(f"list the {repo_type} repos of {owner}"):

@@ -227,9 +227,7 @@ def resolve_target(hub: Any, p: dict) -> Target:
     if pr:
         ref = f"refs/pr/{int(pr.group(1))}"
         return Target(repo, repo_type, ref, hub.revision_info(repo, repo_type, ref)[0], int(pr.group(1)))
-    if SHA.match(revision) and len(revision) < 40:
-        revision = hub.expand_sha(repo, repo_type, revision) or revision
-    sha, _ = hub.revision_info(repo, repo_type, revision)
+    sha, _ = hub.revision_info(repo, repo_type, revision)  # the Hub resolves short shas of any ref itself
     # A sha is not a branch: its experiment must not become the baseline of `main`.
     ref = revision if revision.startswith("refs/") or SHA.match(revision) else f"refs/heads/{revision}"
     return Target(repo, repo_type, ref, sha, None)
