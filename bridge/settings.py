@@ -133,10 +133,18 @@ class JobOptions(_Strict):
     max_backoff_seconds: float = Field(default=600.0, gt=0)
 
 
+class HubWebhookOptions(_Strict):
+    """The Hub webhook the bridge keeps for itself (see bridge/flows/hub_webhook.py)."""
+    manage: bool | None = None  # None: managed when a public URL and WEBHOOK_SECRET exist
+    domains: list[Literal["repo", "discussion"]] = Field(default_factory=lambda: ["repo", "discussion"],
+                                                         min_length=1)
+
+
 class BridgeConfig(_Strict):
     experiments: list[ExperimentRule] = Field(default_factory=list)
     exports: list[ExportTarget] = Field(default_factory=list)
     jobs: JobOptions = Field(default_factory=JobOptions)
+    hub_webhook: HubWebhookOptions = Field(default_factory=HubWebhookOptions)
     reconcile_minutes: float = Field(default=30, ge=0)
 
     def exports_for(self, rule_id: str) -> list[ExportTarget]:

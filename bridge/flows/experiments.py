@@ -197,8 +197,11 @@ def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> Side | None:
 
 def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: list[dict]) -> str | None:
     hub, tag = runtime.hub, marker(target.sha)
-    if any(tag in text for text in hub.comments(target.repo, target.repo_type, target.pr)):
+    status, comments = hub.pull_request(target.repo, target.repo_type, target.pr)
+    if any(tag in text for text in comments):
         return "already commented"
+    if status in ("closed", "merged"):  # a finished PR is not commented again, e.g. by a job queued before it
+        return f"not commented: the pull request is {status}"
     results, failures = [], []
     for o in outcomes:
         if o["status"] not in ("uploaded", "exists"):

@@ -263,6 +263,7 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     runtime.metrics.rows_exported(repo, len(rows))
     counts["commits"] += 1
     counts["runs_committed"] += len(rows)
+    counts["commit_oid"] = oid
     return True
 
 
@@ -302,8 +303,9 @@ def flush_repo(job: Any, ctx: Any) -> dict:
             log.info("%s moved while committing; rebasing onto the new head", repo)
     if rt.ledger.pending(repo):
         schedule_flush(rt, target, job.trigger)
-    return {"repo": repo, **counts, "commit_url": rt.hub.web_url(repo, "dataset", "/tree/main"),
-            "pending": rt.ledger.pending(repo)}
+    oid = counts.pop("commit_oid", None)  # the link names the commit this flush made (the last one when several)
+    links = {"commit": oid, "commit_url": rt.hub.web_url(repo, "dataset", f"/commit/{oid}")} if oid else {}
+    return {"repo": repo, **counts, **links, "pending": rt.ledger.pending(repo)}
 
 
 def resume(runtime: Any) -> None:

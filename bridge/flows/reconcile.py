@@ -11,9 +11,11 @@ import math
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..errors import UpstreamError
 from ..routing import experiment_spec
 from .backfill import BACKFILL
 from .exports import sync_exported
+from .hub_webhook import keep_during_reconcile
 
 RECONCILE = "reconcile"
 
@@ -49,13 +51,25 @@ def reconcile_experiments(runtime: Any) -> list[int]:
             if not fnmatchcase(repo, rule.repo):
                 continue
             for branch in rule.branches:
-                sha, _ = hub.revision_info(repo, rule.repo_type, branch)
+                sha = _branch_head(hub, repo, rule.repo_type, branch)
+                if sha is None:
+                    continue
                 spec = experiment_spec(repo, rule.repo_type, f"refs/heads/{branch}", sha, None, None)
                 job, created = store.enqueue(spec.kind, spec.key, spec.payload, trigger="reconcile",
                                              subject=spec.subject)
                 if created:
                     queued.append(job.id)
     return queued
+
+
+def _branch_head(hub: Any, repo: str, repo_type: str, branch: str) -> str | None:
+    """A watched branch (e.g. `release`) need not exist in every matching repo."""
+    try:
+        return hub.revision_info(repo, repo_type, branch)[0]
+    except UpstreamError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def reconcile_exports(runtime: Any) -> list[int]:
@@ -78,6 +92,8 @@ def reconcile_exports(runtime: Any) -> list[int]:
 def run_reconcile(job: Any, ctx: Any) -> dict:
     rt = ctx.services
     try:
-        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt)}
+        webhook = keep_during_reconcile(rt)  # first: a re-enabled webhook's missed pushes are caught up just below
+        return {"hub_webhook": webhook.get("action") or webhook.get("why") or webhook.get("problems"),
+                "experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt)}
     finally:
         schedule_next(rt)
