@@ -157,7 +157,9 @@ def test_a_token_without_the_webhooks_permission_is_reported_and_the_rest_works(
     (ONE_RULE, {"WEBHOOK_SECRET": ""}, "needs WEBHOOK_SECRET"),
 ], ids=["manage-false", "no-secret"])
 def test_left_to_people_when_not_managed(hub, make_bridge, config, env, why):
-    state = keep(bridge(make_bridge, config, **env))
+    runtime = bridge(make_bridge, config, **env)
+    assert hub_webhook.schedule_at_start(runtime) is None and run_jobs(runtime) == []  # no Hub call at all
+    state = hub_webhook.load_state(runtime)
     assert state["managed"] is False and why in state["why"] and api(hub).list_webhooks() == []
 
 

@@ -187,8 +187,12 @@ def keep_during_reconcile(runtime: Any) -> dict:
         return {"problems": [_problem_for(exc)]}
 
 
-def schedule_at_start(runtime: Any) -> int:
-    """Once the URL upstreams can reach is known (after launch)."""
+def schedule_at_start(runtime: Any) -> int | None:
+    """Once the URL upstreams can reach is known (after launch). A webhook left to people needs no Hub call: that
+    is recorded at once, and no job is queued."""
+    if not_managed_reason(runtime):
+        keep_hub_webhook(runtime)
+        return None
     job, _ = runtime.store.enqueue(HUB_WEBHOOK, f"{HUB_WEBHOOK}:start:{runtime.store.clock():.6f}", {},
                                    trigger="reconcile", subject="at start")
     return job.id
