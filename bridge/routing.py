@@ -1,7 +1,7 @@
 """Which jobs a webhook delivery creates. Pure: no I/O, so the web handlers stay fast and this is testable alone.
 
-A delivery becomes a list of `JobSpec`s, or `Ignored` with the reason (answered 200 so the sender never retries
-an event we simply do not want).
+A delivery becomes a list of `JobSpec`s, `CancelQueued` (a closed pull request withdraws its queued jobs), or
+`Ignored` with the reason (answered 200 so the sender never retries an event we simply do not want).
 """
 
 from __future__ import annotations

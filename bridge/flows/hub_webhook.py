@@ -146,37 +146,48 @@ def keep_hub_webhook(runtime: Any) -> dict:
         return state
 
 
-def _keep(runtime: Any, problems: list[str]) -> dict:
-    if not_managed_reason(runtime):
-        return {}
-    settings, hub = runtime.settings, runtime.hub
+def _wanted(runtime: Any, problems: list[str]) -> dict:
+    """The webhook the rules ask for: url, domains, watched items (what cannot be watched goes to `problems`)."""
+    settings = runtime.settings
     if not runtime.reachable_url:
         raise MissingCredential("Nothing outside can reach this bridge: set BRIDGE_PUBLIC_URL to manage the webhook.")
     if settings.webhook_secret is None:
         raise MissingCredential("WEBHOOK_SECRET is not set: the bridge never creates a webhook without a secret.")
-    url = runtime.reachable_url.rstrip("/") + WEBHOOK_PATH
-    domains = list(settings.config.hub_webhook.domains)
-    watched, cannot = watched_items(settings.config.experiments, hub.whoami)
+    watched, cannot = watched_items(settings.config.experiments, runtime.hub.whoami)
     problems.extend(cannot)
-    state = {"url": url, "domains": domains, "watched": watched}
+    return {"url": runtime.reachable_url.rstrip("/") + WEBHOOK_PATH, "watched": watched,
+            "domains": list(settings.config.hub_webhook.domains)}
+
+
+def _keep(runtime: Any, problems: list[str]) -> dict:
+    if not_managed_reason(runtime):
+        return {}
+    hub, wanted = runtime.hub, _wanted(runtime, problems)
+    url, watched, domains = wanted["url"], wanted["watched"], wanted["domains"]
     hook = next((h for h in hub.webhooks() if (h.url or "").rstrip("/") == url), None)
     if hook is None and not watched:
         problems.append("No experiments rule names a repo or owner to watch: no webhook was created.")
-        return state
-    secret = settings.webhook_secret.get_secret_value()
+        return wanted
+    secret = runtime.settings.webhook_secret.get_secret_value()
     action = "unchanged"
     if hook is None:
         hook, action = hub.create_webhook(url, watched, domains, secret), "created"
     elif watched and not _same(hook, watched, domains, secret):
         hook, action = hub.update_webhook(hook.id, url, watched, domains, secret), "updated"
     if hook.disabled:
-        hook, action = hub.enable_webhook(hook.id), "re-enabled"
-        runtime.metrics.hub_webhook_reenabled()
-        log.warning("the Hub webhook %s was disabled (suspended after failed deliveries?): re-enabled it", hook.id)
+        hook, action = _re_enable(runtime, hook), "re-enabled"
     elif action != "unchanged":
         log.info("Hub webhook %s %s, watching %s", hook.id, action, ", ".join(w["name"] for w in watched))
-    return {**state, "webhook_id": hook.id, "enabled": not hook.disabled, "action": action,
+    return {**wanted, "webhook_id": hook.id, "enabled": not hook.disabled, "action": action,
             "watched": [{"type": w.type, "name": w.name} for w in hook.watched]}
+
+
+def _re_enable(runtime: Any, hook: Any) -> Any:
+    """A disabled webhook is how a suspended one looks: turn it back on, count it, say it."""
+    enabled = runtime.hub.enable_webhook(hook.id)
+    runtime.metrics.hub_webhook_reenabled()
+    log.warning("the Hub webhook %s was disabled (suspended after failed deliveries?): re-enabled it", hook.id)
+    return enabled
 
 
 def keep_during_reconcile(runtime: Any) -> dict:
