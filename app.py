@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from bridge.access import launch_options
+    from bridge.flows import hub_webhook
     from bridge.runtime import add_routes, build_runtime, build_server
     from bridge.ui import build_ui
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     runtime.reachable_url = settings.reachable_url(ui.share_url, ui.local_url, sandbox=bool(sandbox))
     runtime.public_url = runtime.reachable_url or ui.local_url.rstrip("/")
+    hub_webhook.schedule_at_start(runtime)  # now that the URL the Hub can call is known
     print_urls(runtime, ui.local_url)
     if sandbox:
         sandbox.connect(runtime, ui.local_url)

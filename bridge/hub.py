@@ -141,10 +141,11 @@ class Hub:
                                         endpoint=self.endpoint, token=self.token or False))
 
     # ---- pull requests ----
-    def comments(self, repo: str, repo_type: str, num: int) -> list[str]:
+    def pull_request(self, repo: str, repo_type: str, num: int) -> tuple[str, list[str]]:
+        """(status: open, draft, closed or merged; the text of every comment) of PR `num`."""
         with hub_errors(f"read discussion #{num} of {repo}"):
             details = self.api.get_discussion_details(repo, num, repo_type=repo_type)
-        return [e.content for e in details.events if getattr(e, "type", "") == "comment" and e.content]
+        return details.status, [e.content for e in details.events if getattr(e, "type", "") == "comment" and e.content]
 
     def comment(self, repo: str, repo_type: str, num: int, text: str) -> str:
         self.require_token(f"comment on {repo} #{num}")
@@ -208,15 +209,31 @@ class Hub:
                 return None
             raise
 
-    def expand_sha(self, repo: str, repo_type: str, prefix: str) -> str | None:
-        """The full sha of a commit on `main` that starts with `prefix` (the Hub does not resolve short shas)."""
-        with hub_errors(f"list commits of {repo}"):
-            for commit in self.api.list_repo_commits(repo, repo_type=repo_type, revision="main"):
-                if commit.commit_id.startswith(prefix.lower()):
-                    return commit.commit_id
-        return None
-
     def list_repos(self, owner: str, repo_type: str) -> list[str]:
         lister = {"dataset": self.api.list_datasets, "model": self.api.list_models, "space": self.api.list_spaces}
         with hub_errors(f"list the {repo_type} repos of {owner}"):
             return [info.id for info in lister[repo_type](author=owner)]
+
+    # ---- the bridge's own webhook ----
+    def whoami(self) -> dict:
+        self.require_token("ask the Hub who the token belongs to")
+        with hub_errors("ask the Hub who the token belongs to"):
+            return self.api.whoami()
+
+    def webhooks(self) -> list:
+        """The token owner's webhooks (huggingface_hub `WebhookInfo`s)."""
+        self.require_token("manage the Hub webhook")
+        with hub_errors("list the Hub webhooks"):
+            return self.api.list_webhooks()
+
+    def create_webhook(self, url: str, watched: list[dict], domains: list[str], secret: str):
+        with hub_errors("create the Hub webhook"):
+            return self.api.create_webhook(url=url, watched=watched, domains=domains, secret=secret)
+
+    def update_webhook(self, webhook_id: str, url: str, watched: list[dict], domains: list[str], secret: str):
+        with hub_errors("update the Hub webhook"):
+            return self.api.update_webhook(webhook_id, url=url, watched=watched, domains=domains, secret=secret)
+
+    def enable_webhook(self, webhook_id: str):
+        with hub_errors("re-enable the Hub webhook"):
+            return self.api.enable_webhook(webhook_id)

@@ -186,6 +186,24 @@ class JobStore:
         self._announce(results)
         return outcome, job_ids
 
+    def record_cancelling_delivery(self, source: str, body: str, key_prefix: str, reason: str,
+                                   wait: bool = True) -> list[int]:
+        """Stores a delivery that withdraws work (a closed pull request) and cancels, in the same transaction, every
+        queued job whose key starts with `key_prefix`; each keeps `reason` as its error. Returns their ids."""
+        now = self.clock()
+        with self.db.tx(wait) as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE state = 'queued' AND substr(key, 1, ?) = ?",
+                                (len(key_prefix), key_prefix)).fetchall()
+            ids = [row["id"] for row in rows]
+            for job_id in ids:
+                conn.execute("UPDATE jobs SET state = 'cancelled', last_error = ?, updated_at = ?, finished_at = ?"
+                             " WHERE id = ?", (f"cancelled: {reason}", now, now, job_id))
+            conn.execute("INSERT INTO deliveries (source, received_at, status_code, outcome, reason, job_ids, body)"
+                         " VALUES (?, ?, 200, 'cancelled', ?, ?, ?)", (source, now, reason, json.dumps(ids), body))
+        for job_id in ids:
+            self._transition(self.get(job_id), "cancelled", note=reason)
+        return ids
+
     @staticmethod
     def _all_known(conn: Any, keys: list[str]) -> bool:
         marks = ",".join("?" * len(keys))

@@ -39,7 +39,7 @@ from .jobs import SHOWN_STATES, STATES, Job, JobStore
 log = logging.getLogger("bridge.metrics")
 
 OTHER = "other"
-OUTCOMES = ("queued", "duplicate", "ignored", "rejected")
+OUTCOMES = ("queued", "duplicate", "ignored", "cancelled", "rejected")
 TARGETS = ("hub", "langsmith", "objects")
 # LangSmith drops a webhook that takes more than 5 s; the buckets resolve milliseconds up to that budget.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -100,6 +100,9 @@ class Metrics:
                             registry=reg)
         self.experiments = Counter("bridge_experiments_uploaded", "Experiment uploads to LangSmith, by status.",
                                    ["status"], registry=reg)
+        self.webhook_reenabled = Counter("bridge_hub_webhook_reenabled",
+                                         "Times the bridge turned its Hub webhook back on after the Hub suspended "
+                                         "it.", registry=reg)
         self._source = BoundedLabel(10)
         self._target = BoundedLabel(len(TARGETS), TARGETS)
         self._outcome = BoundedLabel(len(OUTCOMES), OUTCOMES)
@@ -138,6 +141,10 @@ class Metrics:
     def experiment(self, status: str) -> None:
         """One file's outcome in an experiment job: uploaded, exists, skipped or failed."""
         self.experiments.labels(self._experiment_status(status)).inc()
+
+    @_never_raises
+    def hub_webhook_reenabled(self) -> None:
+        self.webhook_reenabled.inc()
 
     def session_hook(self, session: requests.Session, target: str) -> None:
         """For clients that accept an `on_session` callback (LangSmith's session, the object fetcher's)."""

@@ -1,7 +1,7 @@
 """Which jobs a webhook delivery creates. Pure: no I/O, so the web handlers stay fast and this is testable alone.
 
-A delivery becomes a list of `JobSpec`s, or `Ignored` with the reason (answered 200 so the sender never retries
-an event we simply do not want).
+A delivery becomes a list of `JobSpec`s, `CancelQueued` (a closed pull request withdraws its queued jobs), or
+`Ignored` with the reason (answered 200 so the sender never retries an event we simply do not want).
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ class Ignored:
     reason: str
 
 
+@dataclass(frozen=True)
+class CancelQueued:
+    """Withdraw work: the queued jobs whose key starts with `key_prefix` are cancelled, showing `reason`."""
+    key_prefix: str
+    reason: str
+
+
 def experiment_key(repo_type: str, repo: str, ref: str, sha: str) -> str:
     return f"{EXPERIMENT}:{repo_type}/{repo}:{ref}:{sha}"
 
@@ -61,10 +68,32 @@ def _watched_ref(rule: ExperimentRule, ref: str) -> tuple[bool, int | None, str]
     return (False, None, f"ref {ref!r} is not watched")
 
 
-def route_hub(delivery: HubDelivery, config: BridgeConfig, own_commits: Container[str] = ()) -> list[JobSpec] | Ignored:
+def route_pull_request(delivery: HubDelivery, config: BridgeConfig) -> CancelQueued | Ignored:
+    """A `discussion` event of a pull request: closing it cancels its queued jobs; merging it asks for nothing (its
+    merge commit arrives as a push to the base branch, and a merged PR is not commented again)."""
+    pr = delivery.discussion
+    if pr is None or not pr.is_pull_request or pr.num is None:
+        return Ignored("only pull requests are watched among discussion events")
+    repo, repo_type = delivery.repo.name, delivery.repo.type
+    rule = match_rule(config, repo, repo_type)
+    if rule is None or not rule.pull_requests:
+        return Ignored(f"no experiments rule watches the pull requests of {repo_type} {repo!r}")
+    if pr.status == "closed":
+        return CancelQueued(experiment_key(repo_type, repo, f"refs/pr/{pr.num}", ""),
+                            f"pull request #{pr.num} of {repo} was closed")
+    if pr.status == "merged":
+        return Ignored(f"pull request #{pr.num} was merged: it is not commented again (the merge commit arrives "
+                       f"as a push)")
+    return Ignored(f"pull request #{pr.num} is {pr.status or 'unchanged'}: nothing to do")
+
+
+def route_hub(delivery: HubDelivery, config: BridgeConfig,
+              own_commits: Container[str] = ()) -> list[JobSpec] | CancelQueued | Ignored:
     scope = delivery.event.scope
+    if scope == "discussion":
+        return route_pull_request(delivery, config)
     if scope != "repo.content" and not scope.startswith("repo.content."):
-        return Ignored(f"scope {scope!r} is not watched (only repo.content)")
+        return Ignored(f"scope {scope!r} is not watched (only repo.content and pull requests closing)")
     repo, repo_type = delivery.repo.name, delivery.repo.type
     rule = match_rule(config, repo, repo_type)
     if rule is None:

@@ -120,6 +120,14 @@ MIGRATIONS: tuple[str, ...] = (
         since TEXT
     );
     """,
+    # 3: what the last check of the bridge's own Hub webhook found (flows/hub_webhook.py), for the Overview.
+    """
+    CREATE TABLE IF NOT EXISTS hub_webhook_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 

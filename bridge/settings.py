@@ -129,10 +129,18 @@ DEFAULT_OBJECT_HOSTS = ("storage.googleapis.com", "*.storage.googleapis.com", "*
                         "*.s3.*.amazonaws.com", "s3.*.amazonaws.com", "*.blob.core.windows.net")
 
 
+class HubWebhookOptions(_Strict):
+    """The Hub webhook the bridge keeps for itself (see bridge/flows/hub_webhook.py)."""
+    manage: bool | None = None  # None: managed when a public URL and WEBHOOK_SECRET exist
+    domains: list[Literal["repo", "discussion"]] = Field(default_factory=lambda: ["repo", "discussion"],
+                                                         min_length=1)
+
+
 class BridgeConfig(_Strict):
     experiments: list[ExperimentRule] = Field(default_factory=list)
     exports: list[ExportTarget] = Field(default_factory=list)
     jobs: JobOptions = Field(default_factory=JobOptions)
+    hub_webhook: HubWebhookOptions = Field(default_factory=HubWebhookOptions)
     reconcile_minutes: float = Field(default=30, ge=0)
     retention_days: float = Field(default=7, gt=0)
     failed_retention_days: float = Field(default=30, gt=0)

@@ -22,7 +22,7 @@ from . import __version__
 from .events import PayloadError, parse_hub_delivery, parse_rule_delivery, read_rule_delivery
 from .db import WriteBusy
 from .jobs import JobStore
-from .routing import Ignored, route_hub, route_rule
+from .routing import CancelQueued, Ignored, route_hub, route_rule
 from .settings import BridgeConfig
 
 log = logging.getLogger("bridge.web")
@@ -145,6 +145,10 @@ class WebhookEndpoint:
         except PayloadError as exc:
             raise Rejection(422, str(exc)) from None
         routed = self.route(delivery)
+        if isinstance(routed, CancelQueued):
+            cancelled = self.store.record_cancelling_delivery(self.source, text, routed.key_prefix, routed.reason,
+                                                              wait=wait)
+            return 200, {"status": "cancelled", "reason": routed.reason, "job_ids": cancelled}
         if isinstance(routed, Ignored):
             self.store.record_delivery(self.source, text, None, routed.reason, wait=wait)
             return 200, {"status": "ignored", "reason": routed.reason}

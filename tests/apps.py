@@ -38,16 +38,17 @@ class InProcessApp:
         self.ui.close()
 
 
-def launch_in_process(runtime: Any, host: str = "127.0.0.1", share: bool = False) -> InProcessApp:
-    """The real WebhooksServer app on a loopback port, workers not started. Access is decided as if the app listened
-    on `host` (how it would be exposed)."""
+def launch_in_process(runtime: Any, host: str = "127.0.0.1", share: bool = False,
+                      port: int | None = None) -> InProcessApp:
+    """The real WebhooksServer app on a loopback port (`port`, else a free one), workers not started. Access is
+    decided as if the app listened on `host` (how it would be exposed)."""
     from bridge import access
     from bridge.runtime import add_routes, build_server
     from bridge.ui import build_ui
 
     ui = build_ui(runtime)
     server = build_server(runtime, ui)
-    server.launch(prevent_thread_lock=True, share=False, server_name="127.0.0.1", server_port=free_port(),
+    server.launch(prevent_thread_lock=True, share=False, server_name="127.0.0.1", server_port=port or free_port(),
                   quiet=True, **access.launch_options(runtime, host, share))
     add_routes(server, runtime)
     return InProcessApp(runtime, ui, ui.local_url.rstrip("/"))

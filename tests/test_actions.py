@@ -23,16 +23,17 @@ def test_experiment_form_validation(make_bridge, kwargs, field):
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("revision", ["main", "short-sha", "full-sha", "pr"], ids=str)
+@pytest.mark.parametrize("revision", ["main", "short-sha", "full-sha", "pr", "short-sha-of-a-pr"], ids=str)
 def test_manual_upload_resolves_any_revision(hub, smith, make_bridge, revision):
     runtime = make_bridge(CONFIG)
     _, sha = push(hub, lm_eval())
     num, pr_sha = hub.open_pr(REPO, {"extra.txt": b"x"})
-    given = {"main": "main", "short-sha": sha[:7], "full-sha": sha, "pr": f"#{num}"}[revision]
+    given = {"main": "main", "short-sha": sha[:7], "full-sha": sha, "pr": f"#{num}",
+             "short-sha-of-a-pr": pr_sha[:8]}[revision]  # the Hub resolves it: not on main's history
     job = submit_experiment(runtime.store, REPO, revision=given)
     [done] = run_jobs(runtime)
     assert done.id == job.id and done.state == "succeeded", done.last_error
-    assert done.result["revision"] == (pr_sha if revision == "pr" else sha)
+    assert done.result["revision"] == (pr_sha if revision.startswith(("pr", "short-sha-of")) else sha)
     assert len(smith.experiments("llama-evals/demo_qa")) == 1
 
 

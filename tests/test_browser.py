@@ -109,6 +109,9 @@ def test_overview(page, sandbox):
     expect(page.locator("#hub-url").get_by_role("textbox")).to_have_value(sandbox["base"] + "/webhooks/hub")
     expect(page.locator("#credentials")).to_contain_text("HF_TOKEN")
     expect(page.locator("#activity")).to_contain_text("LangSmith")
+    wiring = page.locator("#hub-webhook-state")  # the bridge created its own webhook on the sandbox Hub
+    expect(wiring).to_contain_text("managed by the bridge", timeout=15_000)
+    expect(wiring).to_contain_text("enabled")
     page.locator("#check-hub").click()
     expect(page.locator("#check-result")).to_contain_text("connected as sandbox-user", timeout=15_000)
     assert sandbox["credentials"]["HF_TOKEN"] not in page.content()
@@ -182,6 +185,12 @@ def test_backfill_reaches_the_hub_and_review_sends_feedback(page, sandbox):
     page.locator(f'#jobs-table tr[data-job="{flush}"]').click()
     expect(detail).to_contain_text("1 run(s) committed", timeout=15_000)
     assert run_id in hub_run_ids(credentials)
+    href = page.locator(f'#jobs-table tr[data-job="{flush}"] a.pill', has_text="HF commit").first.get_attribute("href")
+    commit_page = page.context.new_page()  # the link names the flush's commit, and the sandbox Hub shows it
+    commit_page.goto(href)
+    expect(commit_page.locator("h1")).to_contain_text("[hub-langsmith-bridge]")
+    assert "/commit/" in href and href.rsplit("/", 1)[1] in commit_page.content()
+    commit_page.close()
 
     open_tab(page, "Review")
     page.locator("#review-refresh").click()

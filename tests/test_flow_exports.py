@@ -10,7 +10,7 @@ import requests
 
 from bridge.routing import Ignored, route_rule
 from bridge.events import parse_rule_delivery
-from conftest import run_jobs
+from conftest import HF_TOKEN, run_jobs
 
 RULE = "d75d7417-0c57-4655-88fe-1db3cda3a47a"
 REPO = "acme/prod-feedback"
@@ -172,6 +172,10 @@ def test_many_deliveries_in_one_window_make_one_commit(hub, smith, make_bridge):
     [flush] = run_jobs(runtime)
     assert flush.kind == "flush" and flush.result["commits"] == 1 and flush.result["runs_committed"] == 200
     assert len(bridge_commits(hub)) == 1 and len(read_rows(hub)) == 200
+    made = hub.head(flush.result["repo"])  # the "HF commit" link names the commit the flush made, and opens it
+    assert flush.result["commit"] == made and flush.result["commit_url"].endswith(f"/commit/{made}")
+    page = requests.get(flush.result["commit_url"], headers={"authorization": f"Bearer {HF_TOKEN}"}, timeout=10)
+    assert page.status_code == 200 and made in page.text  # a private repo: its owner's page
 
 
 def test_same_delivery_twice_and_after_wiping_state_no_duplicates(hub, smith, make_bridge, tmp_path):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.events import PayloadError, parse_hub_delivery, parse_rule_delivery, read_rule_delivery
-from bridge.routing import EXPERIMENT, EXPORT, Ignored, export_key, route_hub, route_rule
+from bridge.routing import EXPERIMENT, EXPORT, CancelQueued, Ignored, export_key, route_hub, route_rule
 from bridge.settings import parse_config
 from hub_payloads import SHA_A, SHA_B, content_push, discussion_comment, new_pr
 
@@ -159,3 +159,31 @@ def test_fast_rule_reader_takes_a_real_delivery():
                        "runs": [{"id": "r1", "inputs": {"q": "hi"}}, {"id": "r2"}], "feedback_stats": {}})
     [spec] = _fast_route(text)
     assert spec == _full_route(text)[0]
+
+
+def pr_status(status: str, repo: str = "acme/llama-evals", is_pr: bool = True) -> dict:
+    body = discussion_comment()
+    body["event"] = {"action": "update", "scope": "discussion"}
+    body.pop("comment")
+    body["repo"].update(name=repo)
+    body["discussion"].update(num=7, status=status, isPullRequest=is_pr)
+    return body
+
+
+def test_a_closed_pull_request_withdraws_exactly_its_own_queued_jobs():
+    routed = route_hub(parse_hub_delivery(pr_status("closed")), CONFIG)
+    assert isinstance(routed, CancelQueued)
+    assert routed.key_prefix == "experiment:dataset/acme/llama-evals:refs/pr/7:"  # not refs/pr/70
+    assert routed.reason == "pull request #7 of acme/llama-evals was closed"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (pr_status("merged"), "was merged: it is not commented again"),
+    (pr_status("open"), "is open: nothing to do"),
+    (pr_status("closed", is_pr=False), "only pull requests"),
+    (pr_status("closed", repo="acme/no-prs"), "no experiments rule watches the pull requests"),
+    (pr_status("closed", repo="other/x"), "no experiments rule watches the pull requests"),
+], ids=["merged", "reopened", "discussion", "prs-not-watched", "no-rule"])
+def test_other_discussion_events_are_ignored_with_the_reason(body, reason):
+    routed = route_hub(parse_hub_delivery(body), CONFIG)
+    assert isinstance(routed, Ignored) and reason in routed.reason

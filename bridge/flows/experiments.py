@@ -197,8 +197,11 @@ def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> Side | None:
 
 def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: list[dict]) -> str | None:
     hub, tag = runtime.hub, marker(target.sha)
-    if any(tag in text for text in hub.comments(target.repo, target.repo_type, target.pr)):
+    status, comments = hub.pull_request(target.repo, target.repo_type, target.pr)
+    if any(tag in text for text in comments):
         return "already commented"
+    if status in ("closed", "merged"):  # a finished PR is not commented again, e.g. by a job queued before it
+        return f"not commented: the pull request is {status}"
     results, failures = [], []
     for o in outcomes:
         if o["status"] not in ("uploaded", "exists"):
@@ -227,9 +230,7 @@ def resolve_target(hub: Any, p: dict) -> Target:
     if pr:
         ref = f"refs/pr/{int(pr.group(1))}"
         return Target(repo, repo_type, ref, hub.revision_info(repo, repo_type, ref)[0], int(pr.group(1)))
-    if SHA.match(revision) and len(revision) < 40:
-        revision = hub.expand_sha(repo, repo_type, revision) or revision
-    sha, _ = hub.revision_info(repo, repo_type, revision)
+    sha, _ = hub.revision_info(repo, repo_type, revision)  # the Hub resolves short shas of any ref itself
     # A sha is not a branch: its experiment must not become the baseline of `main`.
     ref = revision if revision.startswith("refs/") or SHA.match(revision) else f"refs/heads/{revision}"
     return Target(repo, repo_type, ref, sha, None)

@@ -313,6 +313,7 @@ def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: 
     runtime.metrics.rows_exported(repo, len(batch.rows))
     counts["commits"] += 1
     counts["runs_committed"] += len(batch.rows)
+    counts["commit_oid"] = oid
     return batch.full
 
 
@@ -349,8 +350,9 @@ def flush_repo(job: Any, ctx: Any) -> dict:
                 raise
             log.info("%s moved while committing; rebasing onto the new head", repo)
     schedule_flush(rt, target, job.trigger, exclude=job.id)
-    return {"repo": repo, **counts, "commit_url": rt.hub.web_url(repo, "dataset", "/tree/main"),
-            "pending": rt.ledger.pending(repo)}
+    oid = counts.pop("commit_oid", None)  # the link names the commit this flush made (the last one when several)
+    links = {"commit": oid, "commit_url": rt.hub.web_url(repo, "dataset", f"/commit/{oid}")} if oid else {}
+    return {"repo": repo, **counts, **links, "pending": rt.ledger.pending(repo)}
 
 
 def resume(runtime: Any, trigger: str = "reconcile") -> list[int]:

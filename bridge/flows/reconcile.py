@@ -13,10 +13,12 @@ from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..errors import UpstreamError
 from ..jobs import ACTIVE
 from ..routing import experiment_spec
 from .backfill import BACKFILL, Cursors, as_utc
 from .exports import resume, sync_repo
+from .hub_webhook import keep_during_reconcile
 
 RECONCILE = "reconcile"
 
@@ -52,13 +54,25 @@ def reconcile_experiments(runtime: Any) -> list[int]:
             if not fnmatchcase(repo, rule.repo):
                 continue
             for branch in rule.branches:
-                sha, _ = hub.revision_info(repo, rule.repo_type, branch)
+                sha = _branch_head(hub, repo, rule.repo_type, branch)
+                if sha is None:
+                    continue
                 spec = experiment_spec(repo, rule.repo_type, f"refs/heads/{branch}", sha, None, None)
                 job, created = store.enqueue(spec.kind, spec.key, spec.payload, trigger="reconcile",
                                              subject=spec.subject)
                 if created:
                     queued.append(job.id)
     return queued
+
+
+def _branch_head(hub: Any, repo: str, repo_type: str, branch: str) -> str | None:
+    """A watched branch (e.g. `release`) need not exist in every matching repo."""
+    try:
+        return hub.revision_info(repo, repo_type, branch)[0]
+    except UpstreamError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def reconcile_exports(runtime: Any) -> list[int]:
@@ -86,7 +100,11 @@ def reconcile_exports(runtime: Any) -> list[int]:
 def run_reconcile(job: Any, ctx: Any) -> dict:
     rt = ctx.services
     try:
-        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
-                "flush_jobs": resume(rt)}
+from ..errors import UpstreamError
+from ..jobs import ACTIVE
+from ..routing import experiment_spec
+from .backfill import BACKFILL, Cursors, as_utc
+from .exports import resume, sync_repo
+from .hub_webhook import keep_during_reconcile
     finally:
         schedule_next(rt)

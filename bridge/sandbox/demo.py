@@ -1,8 +1,9 @@
 """`python app.py --sandbox`: both emulators in-process, demo data, and a bridge pointed at them.
 
 Nothing here needs an account or the network. The state lives in a fresh temporary folder unless
-BRIDGE_STATE_DIR is set. Once the bridge listens, the sandbox Hub gets a webhook to it and one push is made, and
-the demo LangSmith rule "fires" once, so both directions show a finished job within seconds of starting.
+BRIDGE_STATE_DIR is set. Once the bridge listens it creates its own webhook on the sandbox Hub (as on the real Hub),
+then one push is made and the demo LangSmith rule "fires" once, so both directions show a finished job within
+seconds of starting.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import secrets
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -113,15 +115,29 @@ class Sandbox:
     handles: list[Any] = field(default_factory=list)
 
     def connect(self, runtime: Any, local_url: str) -> None:
-        """Points the sandbox Hub's webhook at the bridge, then makes one push and fires the LangSmith rule once."""
+        """Once the bridge has created its webhook on the sandbox Hub (as it would on the real one), makes one push
+        and fires the LangSmith rule once."""
         base = local_url.rstrip("/")
-        self.hub.add_webhook(f"{base}/webhooks/hub", watched=[{"type": "user", "name": USER}],
-                             secret=self.env["WEBHOOK_SECRET"])
+        threading.Thread(target=self._demo_traffic, args=(base,), daemon=True, name="sandbox-demo").start()
+        print_guide(self, base)
+
+    def _demo_traffic(self, base: str) -> None:
+        if not self._wait_for_bridge_webhook(f"{base}/webhooks/hub"):
+            log.warning("the bridge did not create its Hub webhook (see the Overview); adding one for the demo")
+            self.hub.add_webhook(f"{base}/webhooks/hub", watched=[{"type": "user", "name": USER}],
+                                 secret=self.env["WEBHOOK_SECRET"])
         day = datetime.now(timezone.utc)
         self.hub.commit(EVAL_REPO, lm_eval_files(day, MODEL, QUESTIONS), repo_type="dataset",
                         message="Add demo_qa results", author=USER)
-        threading.Thread(target=self._fire_rule, args=(base,), daemon=True, name="sandbox-rule").start()
-        print_guide(self, base)
+        self._fire_rule(base)
+
+    def _wait_for_bridge_webhook(self, url: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(h["url"] == url and not h["disabled"] for h in list(self.hub.store.webhooks)):
+                return True
+            time.sleep(0.1)
+        return False
 
     def _fire_rule(self, base: str) -> None:
         body = self.smith.webhook_payload(RULE_ID, self.run_ids)
@@ -153,7 +169,7 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
     root = Path(env.get("BRIDGE_STATE_DIR") or tempfile.mkdtemp(prefix="bridge-sandbox-"))
     root.mkdir(parents=True, exist_ok=True)
     hf_token, ls_key = f"hf_sandbox_{secrets.token_hex(8)}", f"lsv2_sandbox_{secrets.token_hex(8)}"
-    hub = HubEmulator(root / "hub", tokens={hf_token: USER})
+    hub = HubEmulator(root / "hub", tokens={hf_token: USER}, web_user=USER)  # its pages show as signed in
     smith = LangSmithEmulator({ls_key}, rate_limits=True)
     handles = [hub.serve(), smith.serve()]
     hub.create_repo(EVAL_REPO, repo_type="dataset")

@@ -20,7 +20,9 @@ The emulator is one class assembled from mixins, one per area, so that no module
 
     hub.py              HubEmulator: construction, seeding / inspection helpers, route table, repo and file reads
     hub_commits.py      preupload / commit routes, PRs opened by a commit, the write paths helpers share
-    hub_discussions.py  discussions, comments, status changes
+    hub_discussions.py  discussions, comments (and their edits), status changes, merging a PR
+    hub_refs.py         branches and tags
+    hub_pages.py        HTML pages: a commit, a file tree, a file, a discussion or PR with its comments
     hub_webhooks.py     webhook registration, payloads, the delivery thread, /api/settings/webhooks
     hub_http.py         auth checks, dispatch and error mapping, JSON / pagination helpers
     hub_store.py        the on-disk store (no HTTP)
@@ -39,34 +41,26 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.sandbox.hub_commits import HubCommits, front_matter
 from bridge.sandbox.hub_discussions import HubDiscussions
-from bridge.sandbox.hub_http import READ_ONLY_TOKEN, URL_PREFIX, HubHTTP, HubHTTPError, RouteTable, flag
+from bridge.sandbox.hub_http import (READ_ONLY_TOKEN, URL_PREFIX, HubHTTP, HubHTTPError, RouteTable, flag,
+                                     split_revision)
+from bridge.sandbox.hub_pages import PAGE_REPO, HubPages
+from bridge.sandbox.hub_refs import HubRefs
 from bridge.sandbox.hub_store import EntryNotFound, HubStore, Repo, branch_ref, object_id
 from bridge.sandbox.hub_webhooks import HubWebhooks
 from bridge.sandbox.server import Recorder, ServerHandle
 
-_UNENCODED_REF = re.compile(r"(pr/\d+|heads/[^/]+|tags/[^/]+|convert/[^/]+)(?:/(.*))?$")
-
-
-def _split_revision(rest: str) -> tuple[str, str]:
-    """`refs%2Fpr%2F1/a/b.txt` (how the client quotes it) or `refs/pr/1/a/b.txt` -> ("refs/pr/1", "a/b.txt")."""
-    head, _, tail = rest.partition("/")
-    revision = unquote(head)
-    if revision == "refs":
-        match = _UNENCODED_REF.match(tail)
-        if match:
-            revision, tail = f"refs/{match[1]}", match[2] or ""
-    return revision, unquote(tail)
-
-
-class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
+class HubEmulator(HubCommits, HubDiscussions, HubRefs, HubWebhooks, HubPages, HubHTTP):
     def __init__(self, root: Path, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None,
-                 tree_page_size: int = 1000) -> None:
+                 tree_page_size: int = 1000, webhook_retry_seconds: tuple[float, ...] = (0.2, 1.0),
+                 webhook_suspend_after: int = 5, webhook_denied: tuple | list | set = (),
+                 web_user: str | None = None) -> None:
         self.store = HubStore(Path(root))
         self.tokens = dict(tokens or {})
         self.orgs = {name: list(members) for name, members in (orgs or {}).items()}
         self.tree_page_size = tree_page_size
         self.base_url: str | None = None  # set by serve(); used for URLs in webhook payloads sent by helpers
-        self._init_webhooks()
+        self.web_user = web_user  # who the HTML pages are shown to (the sandbox's "signed-in browser")
+        self._init_webhooks(webhook_retry_seconds, webhook_suspend_after, webhook_denied)
         self._routes = self._route_table()
         self.recorder = Recorder(self._asgi)
 
@@ -148,7 +142,8 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
             ("DELETE POST", r"/api/repos/delete", self.delete_repo_route),
             ("POST", r"/api/validate-yaml", self.validate_yaml),
             ("GET POST", r"/api/settings/webhooks", self.webhooks_route),
-            ("GET DELETE", r"/api/settings/webhooks/(?P<hook>[^/]+)", self.webhook_route),
+            ("GET POST DELETE", r"/api/settings/webhooks/(?P<hook>[^/]+)", self.webhook_route),
+            ("POST", r"/api/settings/webhooks/(?P<hook>[^/]+)/(?P<switch>enable|disable)", self.webhook_switch_route),
             ("GET", r"/api/(?P<type>models|datasets|spaces)", self.list_repos),
             ("GET", repo, self.repo_info),
             ("GET", repo + r"/revision/(?P<rest>.+)", self.repo_info),
@@ -156,14 +151,23 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
             ("POST", repo + r"/paths-info/(?P<rest>.+)", self.paths_info),
             ("GET", repo + r"/commits/(?P<rest>.+)", self.list_commits),
             ("GET", repo + r"/refs", self.refs),
+            ("POST DELETE", repo + r"/branch/(?P<name>.+)", self.branch_route),
+            ("POST DELETE", repo + r"/tag/(?P<name>.+)", self.tag_route),
             ("POST", repo + r"/preupload/(?P<rest>.+)", self.preupload),
             ("POST", repo + r"/commit/(?P<rest>.+)", self.commit_route),
             ("GET POST", repo + r"/discussions", self.discussions_route),
             ("GET", repo + r"/discussions/(?P<num>\d+)", self.discussion_details),
             ("POST", repo + r"/discussions/(?P<num>\d+)/comment", self.comment_route),
             ("POST", repo + r"/discussions/(?P<num>\d+)/status", self.status_route),
+            ("POST", repo + r"/discussions/(?P<num>\d+)/comment/(?P<comment>[0-9a-f]+)/edit", self.edit_comment_route),
+            ("POST", repo + r"/discussions/(?P<num>\d+)/merge", self.merge_route),
             ("GET HEAD", r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rest>.+)",
              self.resolve_file),
+            ("GET", PAGE_REPO, self.repo_page),
+            ("GET", PAGE_REPO + r"/tree/(?P<rest>.+)", self.tree_page),
+            ("GET", PAGE_REPO + r"/blob/(?P<rest>.+)", self.blob_page),
+            ("GET", PAGE_REPO + r"/commit/(?P<rev>[^/]+)", self.commit_page),
+            ("GET", PAGE_REPO + r"/discussions/(?P<num>\d+)", self.discussion_page),
         ]
         return [(set(methods.split()), re.compile(pattern), handler) for methods, pattern, handler in table]
 
@@ -273,7 +277,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
 
     async def tree(self, request: Request, type: str, repo: str, rest: str) -> Response:
         found, _ = self._readable(request, type, repo)
-        revision, folder = _split_revision(rest)
+        revision, folder = split_revision(rest)
         oid = self.store.resolve(found, revision)
         entries = self.store.tree_entries(found, oid, folder.strip("/"), flag(request, "recursive"))
         if flag(request, "expand"):
@@ -293,7 +297,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
 
     async def resolve_file(self, request: Request, type: str | None, repo: str, rest: str) -> Response:
         found, _ = self._readable(request, type or "models", repo)
-        revision, path = _split_revision(rest)
+        revision, path = split_revision(rest)
         oid = self.store.resolve(found, revision)
         entry = self.store.files(found, oid).get(path)
         if entry is None:  # X-Repo-Commit lets the client cache the miss, like on the Hub

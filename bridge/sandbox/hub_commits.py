@@ -21,6 +21,9 @@ from bridge.sandbox.hub_http import URL_PREFIX, HubHTTPError, flag, header_safe
 from bridge.sandbox.hub_store import EntryNotFound, HubStore, Repo, RevisionNotFound, branch_ref
 
 
+SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
+
+
 def front_matter(text: str) -> dict | None:
     """The YAML header of a README (None when there is none); raises yaml.YAMLError / ValueError when invalid."""
     if not text.startswith("---"):
@@ -32,6 +35,28 @@ def front_matter(text: str) -> dict | None:
     if not isinstance(data, dict):
         raise ValueError("metadata must be a YAML mapping")
     return data
+
+
+def config_errors(card: dict) -> list[str]:
+    """What the Hub rejects in a dataset card's `configs`: a config without a name, a split name outside
+    `^\\w+(\\.\\w+)*$` (the dataset viewer's rule)."""
+    configs = card.get("configs")
+    if configs is None:
+        return []
+    if not isinstance(configs, list):
+        return ['"configs" must be an array']
+    errors = []
+    for i, config in enumerate(configs):
+        if not isinstance(config, dict) or not config.get("config_name"):
+            errors.append(f'"configs[{i}].config_name" is required')
+            continue
+        files = config.get("data_files")
+        for j, entry in enumerate(files if isinstance(files, list) else []):
+            split = entry.get("split") if isinstance(entry, dict) else None
+            if split is not None and not SPLIT_NAME.match(str(split)):
+                errors.append(f'"configs[{i}].data_files[{j}].split" with value "{split}" fails to match the '
+                              f'required pattern: /^\\w+(\\.\\w+)*$/')
+    return errors
 
 
 class HubCommits:
@@ -65,11 +90,14 @@ class HubCommits:
     async def validate_yaml(self, request: Request) -> Response:
         body = await self._json(request)
         try:
-            front_matter(str(body.get("content", "")))
+            card = front_matter(str(body.get("content", "")))
         except (yaml.YAMLError, ValueError) as exc:
-            message = f"Invalid YAML in README.md metadata: {exc}"
-            return JSONResponse({"errors": [{"message": message}], "warnings": []}, 400,
-                                headers={"X-Error-Message": header_safe(message)})
+            errors = [f"Invalid YAML in README.md metadata: {exc}"]
+        else:
+            errors = config_errors(card or {}) if body.get("repoType") in (None, "dataset") else []
+        if errors:
+            return JSONResponse({"errors": [{"message": m} for m in errors], "warnings": []}, 400,
+                                headers={"X-Error-Message": header_safe(errors[0])})
         return JSONResponse({"errors": [], "warnings": []})
 
     def _commit_target(self, request: Request, type: str, repo: str, revision: str,

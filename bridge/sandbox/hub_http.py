@@ -27,6 +27,20 @@ URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 READ_ONLY_TOKEN = re.compile(r"(^|[_-])read([_-]|$)", re.IGNORECASE)
 COMMIT_CONFLICT = "A commit has happened since. Please refresh and try again."
 
+_UNENCODED_REF = re.compile(r"(pr/\d+|heads/[^/]+|tags/[^/]+|convert/[^/]+)(?:/(.*))?$")
+
+
+def split_revision(rest: str) -> tuple[str, str]:
+    """`refs%2Fpr%2F1/a/b.txt` (how the client quotes it) or `refs/pr/1/a/b.txt` -> ("refs/pr/1", "a/b.txt")."""
+    head, _, tail = rest.partition("/")
+    revision = unquote(head)
+    if revision == "refs":
+        match = _UNENCODED_REF.match(tail)
+        if match:
+            revision, tail = f"refs/{match[1]}", match[2] or ""
+    return revision, unquote(tail)
+
+
 RouteTable = list[tuple[set[str], re.Pattern, Callable[..., Awaitable[Response]]]]
 
 

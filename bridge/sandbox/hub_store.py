@@ -34,7 +34,7 @@ from typing import Any
 
 REPO_TYPES = ("model", "dataset", "space")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_SHORT_SHA = re.compile(r"^[0-9a-f]{7,40}$")
 GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.arrow filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -234,12 +234,16 @@ class HubStore:
 
     # ---- revisions and snapshots ----
     def resolve(self, repo: Repo, revision: str) -> str:
-        """Commit oid of a branch, tag, `refs/...` ref or full commit sha."""
+        """Commit oid of a branch, tag, `refs/...` ref, or a full or short (7+ hex) commit sha of any ref, as the
+        Hub resolves them (huggingface_hub issue #197). An ambiguous short sha is not found."""
         for ref in (revision, f"refs/heads/{revision}", f"refs/tags/{revision}"):
             if ref in repo.refs:
                 return repo.refs[ref]
-        if _HEX40.match(revision) and revision in repo.commits:
-            return revision
+        if _SHORT_SHA.match(revision):
+            with self.lock:
+                matches = [oid for oid in repo.commits if oid.startswith(revision)]
+            if len(matches) == 1:
+                return matches[0]
         raise RevisionNotFound(revision)
 
     def files(self, repo: Repo, oid: str) -> dict[str, list]:
@@ -355,6 +359,14 @@ class HubStore:
             self._save_meta(repo)
             return old
 
+    def delete_ref(self, repo: Repo, ref: str) -> str | None:
+        """Removes `ref`; returns the sha it pointed at (None when there was no such ref)."""
+        with self.lock:
+            old = repo.refs.pop(ref, None)
+            if old is not None:
+                self._save_meta(repo)
+            return old
+
     # ---- discussions ----
     def new_discussion(self, repo: Repo, title: str, author: str, is_pr: bool, status: str) -> dict:
         with self.lock:
@@ -389,6 +401,28 @@ class HubStore:
         data = {"edited": False, "hidden": False, "numEdits": 0, "editors": [author], "reactions": [],
                 "latest": {"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": now_iso()}}
         return self.add_event(repo, discussion, "comment", author, data)
+
+    def edit_comment(self, repo: Repo, discussion: dict, event: dict, text: str, editor: str) -> None:
+        with self.lock:
+            data = event["data"]
+            data.update(edited=True, numEdits=data["numEdits"] + 1,
+                        editors=sorted({*data["editors"], editor}),
+                        latest={"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": now_iso()})
+            self.save_discussion(repo, discussion)
+
+    def merge_pr(self, repo: Repo, discussion: dict, author: str) -> tuple[str | None, str]:
+        """The PR's changes (its head against the commit it started from) as one commit on its base branch; the
+        PR becomes `merged` with `mergeCommitId`. Returns (old, new) head of the base branch."""
+        with self.lock:
+            before = self.files(repo, discussion["baseOid"])
+            after = self.files(repo, repo.refs[f"refs/pr/{discussion['num']}"])
+            additions = {p: self.blob(e[0]) for p, e in after.items() if before.get(p) != e}
+            deletions = [p for p in before if p not in after]
+            old, new = self.commit(repo, discussion["base"], additions, deletions, (), discussion["title"],
+                                   f"Merge of pull request #{discussion['num']}", author)
+            discussion.update(status="merged", mergeCommitId=new)
+            self.add_event(repo, discussion, "status-change", author, {"status": "merged"})
+            return old, new
 
     def get_discussion(self, repo: Repo, num: int) -> dict:
         discussion = repo.discussions.get(num)

@@ -21,12 +21,17 @@ LINK_LABELS = (("experiment_url", "LangSmith"), ("commit_url", "HF commit"), ("c
 
 
 # ---------------------------------------------------------------- pure rendering
+def is_url(value: Any) -> bool:
+    """A link, not a note such as "already commented" kept under the same key."""
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
 def job_links(job: Job) -> list[tuple[str, str]]:
     """(label, url) for what the job produced: LangSmith experiments, the Hub commit, the PR comment."""
     result = job.result or {}
     found = [(label, f[key]) for f in result.get("files") or [] if isinstance(f, dict)
-             for key, label in LINK_LABELS if f.get(key)]
-    found += [(label, result[key]) for key, label in LINK_LABELS if isinstance(result.get(key), str)]
+             for key, label in LINK_LABELS if is_url(f.get(key))]
+    found += [(label, result[key]) for key, label in LINK_LABELS if is_url(result.get(key))]
     unique = list(dict.fromkeys(found))
     totals = {label: sum(1 for other, _ in unique if other == label) for label, _ in unique}
     seen: dict[str, int] = {}

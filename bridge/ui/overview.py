@@ -16,6 +16,7 @@ from ..errors import BridgeError
 from ..jobs import SHOWN_STATES
 from .common import on, require, viewer
 from .html import esc, kv, notice, ts
+from .wiring_hub import hub_webhook_html
 
 HUB_TO_SMITH = """<h3>🤗 Hub → 🦜 LangSmith</h3>
 <p class="flow">Eval results pushed to a watched repo (lm-evaluation-harness, lighteval, Inspect, promptfoo,
@@ -26,7 +27,8 @@ SMITH_TO_HUB = """<h3>🦜 LangSmith → 🤗 Hub</h3>
 <p class="flow">Runs sent by a LangSmith automation rule are appended to a Hub dataset (raw runs plus SFT, preference
 and KTO configs), batched into few commits and never duplicated.</p>"""
 
-HUB_STEPS = """<ol class="steps">
+HUB_STEPS = """<p>With <code>HF_TOKEN</code>, <code>WEBHOOK_SECRET</code> and a public URL the bridge creates and keeps
+this webhook itself (<code>hub_webhook:</code> in <code>bridge.yaml</code>). By hand instead:</p><ol class="steps">
 <li>On huggingface.co open <b>Settings → Webhooks → Add a new webhook</b>.</li>
 <li>Watch the users, organisations or repos that hold your eval results; domain <b>Repo</b> (content changes).</li>
 <li>Paste the URL above and set <b>Secret</b> to the value of <code>WEBHOOK_SECRET</code>.</li></ol>"""
@@ -116,6 +118,7 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
         with gr.Column(elem_classes="card"):
             gr.HTML('<h3>Hub webhook</h3>')
             hub_url = gr.Textbox(label="URL", buttons=["copy"], interactive=False, elem_id="hub-url")
+            hub_wiring = gr.HTML(elem_id="hub-webhook-state")
             gr.HTML(HUB_STEPS)
         with gr.Column(elem_classes="card"):
             gr.HTML('<h3>LangSmith webhook</h3>')
@@ -140,7 +143,7 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
         urls = runtime.webhook_urls()
         detailed = viewer(runtime, request, profile).allowed
         return (urls["hub"], urls["langsmith"], credentials_html(runtime.settings), activity_html(runtime, detailed),
-                setup_notes(runtime))
+                setup_notes(runtime), hub_webhook_html(runtime, detailed))
 
     def refresh_activity(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
         return activity_html(runtime, viewer(runtime, request, profile).allowed)
@@ -156,4 +159,8 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
     on(hub_check.click, check_hub, None, check_result)
     on(smith_check.click, check_langsmith, None, check_result)
     on(timer.tick, refresh_activity, None, activity, show_progress="hidden")
-    return {"load": (load_overview, [hub_url, smith_url, credentials, activity, notes])}
+    def refresh_hub_webhook(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+        return hub_webhook_html(runtime, viewer(runtime, request, profile).allowed)
+
+    on(timer.tick, refresh_hub_webhook, None, hub_wiring, show_progress="hidden")
+    return {"load": (load_overview, [hub_url, smith_url, credentials, activity, notes, hub_wiring])}
