@@ -41,19 +41,15 @@ _keeping = threading.Lock()  # a start job and a reconcile must not both create 
 
 
 # ---------------------------------------------------------------- recorded state
-def _db(runtime: Any) -> Any:
-    return runtime.store.db
-
-
 def load_state(runtime: Any) -> dict | None:
     """What the last check found (for the Overview), or None before the first check."""
-    with _db(runtime).read() as conn:
+    with runtime.store.db.read() as conn:
         row = conn.execute("SELECT state FROM hub_webhook_state WHERE id = 1").fetchone()
     return json.loads(row["state"]) if row else None
 
 
 def save_state(runtime: Any, state: dict) -> None:
-    with _db(runtime).tx() as conn:
+    with runtime.store.db.tx() as conn:
         conn.execute("INSERT INTO hub_webhook_state (id, state, updated_at) VALUES (1, ?, ?) ON CONFLICT (id) DO "
                      "UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                      (json.dumps(state), runtime.store.clock()))

@@ -100,11 +100,9 @@ def reconcile_exports(runtime: Any) -> list[int]:
 def run_reconcile(job: Any, ctx: Any) -> dict:
     rt = ctx.services
     try:
-from ..errors import UpstreamError
-from ..jobs import ACTIVE
-from ..routing import experiment_spec
-from .backfill import BACKFILL, Cursors, as_utc
-from .exports import resume, sync_repo
-from .hub_webhook import keep_during_reconcile
+        webhook = keep_during_reconcile(rt)  # first: a re-enabled webhook's missed pushes are caught up just below
+        return {"hub_webhook": webhook.get("action") or webhook.get("why") or webhook.get("problems"),
+                "experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
+                "flush_jobs": resume(rt)}
     finally:
         schedule_next(rt)
