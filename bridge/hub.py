@@ -141,9 +141,18 @@ class Hub:
 
     # ---- pull requests ----
     def comments(self, repo: str, repo_type: str, num: int) -> list[str]:
+        return [text for _, text in self.comment_events(repo, repo_type, num)]
+
+    def comment_events(self, repo: str, repo_type: str, num: int) -> list[tuple[str, str]]:
+        """(comment id, text) of the discussion's comments, oldest first."""
         with hub_errors(f"read discussion #{num} of {repo}"):
             details = self.api.get_discussion_details(repo, num, repo_type=repo_type)
-        return [e.content for e in details.events if getattr(e, "type", "") == "comment" and e.content]
+        return [(e.id, e.content) for e in details.events if getattr(e, "type", "") == "comment" and e.content]
+
+    def edit_comment(self, repo: str, repo_type: str, num: int, comment_id: str, text: str) -> None:
+        self.require_token(f"edit a comment on {repo} #{num}")
+        with hub_errors(f"edit a comment on {repo} #{num}"):
+            self.api.edit_discussion_comment(repo, num, comment_id, text, repo_type=repo_type)
 
     def comment(self, repo: str, repo_type: str, num: int, text: str) -> str:
         self.require_token(f"comment on {repo} #{num}")

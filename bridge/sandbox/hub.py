@@ -162,6 +162,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
             ("GET", repo + r"/discussions/(?P<num>\d+)", self.discussion_details),
             ("POST", repo + r"/discussions/(?P<num>\d+)/comment", self.comment_route),
             ("POST", repo + r"/discussions/(?P<num>\d+)/status", self.status_route),
+            ("POST", repo + r"/discussions/(?P<num>\d+)/comment/(?P<comment>[0-9a-f]+)/edit", self.edit_comment_route),
             ("GET HEAD", r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rest>.+)",
              self.resolve_file),
         ]

@@ -121,3 +121,19 @@ class HubDiscussions:
         self._emit_discussion(found, discussion, "update", base)
         return JSONResponse({"newStatus": self._event_json(event, base)})
 
+    async def edit_comment_route(self, request: Request, type: str, repo: str, num: str, comment: str) -> Response:
+        """`edit_discussion_comment`: `{content}` -> `{updatedComment}`; only the comment's author may edit it."""
+        found, user = self._authenticated(request, type, repo)
+        discussion = self._discussion(found, num)
+        event = next((e for e in discussion["events"] if e["id"] == comment and e["type"] == "comment"), None)
+        if event is None:
+            raise HubHTTPError(404, "Comment not found")
+        if event["author"] != user:
+            raise HubHTTPError(403, "Only the author of a comment can edit it")
+        text = str((await self._json(request)).get("content") or "").strip()
+        if not text:
+            raise HubHTTPError(400, "Comment cannot be empty")
+        self.store.edit_comment(found, discussion, event, text, user)
+        self._emit_discussion(found, discussion, "update", self._base_of(request), event, scope="discussion.comment")
+        return JSONResponse({"updatedComment": self._event_json(event, self._base_of(request))})
+

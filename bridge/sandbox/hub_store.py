@@ -390,6 +390,14 @@ class HubStore:
                 "latest": {"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": now_iso()}}
         return self.add_event(repo, discussion, "comment", author, data)
 
+    def edit_comment(self, repo: Repo, discussion: dict, event: dict, text: str, editor: str) -> None:
+        with self.lock:
+            data = event["data"]
+            data.update(edited=True, numEdits=data["numEdits"] + 1,
+                        editors=sorted({*data["editors"], editor}),
+                        latest={"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": now_iso()})
+            self.save_discussion(repo, discussion)
+
     def get_discussion(self, repo: Repo, num: int) -> dict:
         discussion = repo.discussions.get(num)
         if discussion is None:
