@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import FormatError, PartialFailure, UpstreamError
 from ..formats.evals import UnrecognizedFormat, sidecar_candidates
 from ..formats.upload import Spool, experiment_name, name_fields, render, window, write_body
-from ..globs import matches
+from ..globs import matches, unmatched_note
 from ..routing import match_rule
 from ..settings import ExperimentRule
 from ..tracing import step
@@ -70,11 +70,6 @@ def select_files(hub: Any, target: Target, rule: ExperimentRule, payload: dict,
     changed = [p for p in sorted(tree) if base.get(p) != tree[p]]
     unmatched = [p for p in changed if p not in matching and p not in companions]
     return [p for p in candidates if p in changed], unmatched
-
-
-def unmatched_note(unmatched: list[str], limit: int = 5) -> str:
-    shown = ", ".join(unmatched[:limit]) + (f", … ({len(unmatched) - limit} more)" if len(unmatched) > limit else "")
-    return f"{len(unmatched)} changed file(s) not matched by `files`: {shown}"
 
 
 class Upload:

@@ -21,7 +21,7 @@ from .upload import row_id
 
 SNIPPET = 160
 # Keys tried in order to find the text a person recognises an example by (inputs) or an answer by (outputs).
-INPUT_KEYS = ("question", "query", "prompt", "input", "messages", "problem", "text", "instruction", "doc")
+INPUT_KEYS = ("question", "query", "problem", "input", "messages", "doc", "prompt", "text", "instruction")
 ANSWER_KEYS = ("target_choice", "choice", "output", "answer", "target", "prediction", "response", "completion",
                "expected", "text", "value")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 MARKER = "<!-- hub-langsmith-bridge:pr-comment:{sha} -->"
 MARKER_PREFIX = "<!-- hub-langsmith-bridge:pr-comment:"
 SUPERSEDED = "<!-- hub-langsmith-bridge:superseded -->"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<@])")
 
 
 def md_escape(text: object) -> str:
@@ -102,7 +102,7 @@ def row_url(compare_url: str | None, row_id: str) -> str | None:
 def _rows_table(rows: list[dict], compare_url: str | None) -> list[str]:
     lines = ["| example | input | expected | main | this PR | scores |", "|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
-        cells = [_link(f"#{i}", row_url(compare_url, row["row_id"])), *(md_escape(row[k]) or "–" for k in
+        cells = [_link(f"row {i}", row_url(compare_url, row["row_id"])), *(md_escape(row[k]) or "–" for k in
                  ("input", "expected", "main_output", "pr_output")), md_escape(", ".join(row["keys"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
