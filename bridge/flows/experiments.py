@@ -18,11 +18,12 @@ from typing import Any
 from .. import __version__
 from ..errors import FormatError, PartialFailure, UpstreamError
 from ..formats.evals import UnrecognizedFormat, sidecar_candidates
-from ..formats.upload import Spool, experiment_name, name_fields, render, window, write_body
+from ..formats.upload import Spool, experiment_name, iso, name_fields, render, window, write_body
 from ..globs import matches, unmatched_note
 from ..routing import match_rule
 from ..settings import ExperimentRule
 from ..tracing import step
+from . import eval_results
 from .pr_review import DONE, comment_on_pr
 from .reading import Reader
 
@@ -143,7 +144,7 @@ class Upload:
 
     def described(self, dataset_id: str, session: Any) -> dict:
         meta = (session.extra or {}).get("metadata", {})
-        return {"experiment": session.name,
+        return {"experiment": session.name, "run_date": meta.get("bridge_run_date"),
                 **self.links(dataset_id, str(session.id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
 
     def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
@@ -166,12 +167,13 @@ class Upload:
         if spool.rows == 0:
             raise FormatError(evals.path, None, "the file has no rows")
         start, end = window(spool, evals.started_at, evals.finished_at, self.commit_time)
-        meta = {**self.metadata(evals, evals.path), "bridge_rows": spool.rows, "bridge_scores": spool.means()}
+        meta = {**self.metadata(evals, evals.path), "bridge_rows": spool.rows, "bridge_scores": spool.means(),
+                "bridge_run_date": iso(evals.finished_at or start)}
         header = {"experiment_name": name, "dataset_name": dataset, "experiment_metadata": meta,
                   "experiment_description": f"{evals.task} from {self.target.repo}@{self.target.sha[:7]} ({evals.path})",
                   "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
         response = self.send(spool, header, start, end, evals.path)
-        return {"experiment": response["experiment"]["name"],
+        return {"experiment": response["experiment"]["name"], "run_date": meta["bridge_run_date"],
                 **self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
                              spool.means())}
 
@@ -240,6 +242,8 @@ def run(job: Any, ctx: Any) -> dict:
         ctx.progress(len(files), len(files), "files")
         if target.pr is not None and any(o["status"] in DONE for o in outcomes):
             result["comment_url"] = comment_on_pr(rt, target, rule, outcomes, upload.reader)
+    if eval_results.wanted(rule, target):
+        result["eval_results"] = eval_results.publish(rt, target, rule, outcomes, upload.commit_time)
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         raise PartialFailure(f"{len(failed)} of {len(files)} file(s) failed: " +

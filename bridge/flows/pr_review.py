@@ -14,10 +14,10 @@ from ..errors import FormatError, UpstreamError
 from ..formats.compare import as_dict, compare, index_rows
 from ..formats.pr_comment import Side, TaskResult, marker, our_sha, render_comment, supersede
 from ..tracing import step
+from .eval_results import DONE, leaderboard_note
 from .reading import Reader
 
 log = logging.getLogger("bridge.flows.pr_review")
-DONE = ("uploaded", "exists", "reused")  # outcomes that have an experiment
 
 
 def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> tuple[Side, dict] | None:
@@ -59,9 +59,10 @@ def task_result(runtime: Any, rule: Any, outcome: dict, pr_reader: Reader) -> Ta
     """One task's section; the comparison is also kept in the outcome for the job's detail page."""
     mine = Side(outcome["experiment"], outcome["experiment_url"], outcome["rows"] or 0, outcome.get("scores") or {},
                 outcome["experiment_id"])
+    notes = [n for n in [leaderboard_note(runtime, rule, outcome["task"], mine.scores)] if n]
     found = baseline(runtime, outcome["dataset_id"], rule.branches)
     if found is None:
-        return TaskResult(outcome["task"], outcome.get("model"), mine)
+        return TaskResult(outcome["task"], outcome.get("model"), mine, notes=notes)
     base, meta = found
     compare_url = runtime.smith.compare_url(outcome["dataset_id"], [base.id, mine.id])
     with step(f"compare rows of {outcome['task']}", file=outcome["file"]) as out:
@@ -70,8 +71,8 @@ def task_result(runtime: Any, rule: Any, outcome: dict, pr_reader: Reader) -> Ta
     outcome.update(baseline={"experiment": base.name, "url": base.url, "revision": meta.get("hf_revision")},
                    compare_url=compare_url, comparison=comparison)
     if "error" in comparison:
-        return TaskResult(outcome["task"], outcome.get("model"), mine, base, compare_url, [comparison["error"]])
-    return TaskResult(outcome["task"], outcome.get("model"), mine, base, compare_url, comparison=comparison)
+        return TaskResult(outcome["task"], outcome.get("model"), mine, base, compare_url, notes + [comparison["error"]])
+    return TaskResult(outcome["task"], outcome.get("model"), mine, base, compare_url, notes, comparison)
 
 
 def comment_on_pr(runtime: Any, target: Any, rule: Any, outcomes: list[dict], pr_reader: Reader) -> str | None:

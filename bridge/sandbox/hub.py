@@ -20,7 +20,8 @@ The emulator is one class assembled from mixins, one per area, so that no module
 
     hub.py              HubEmulator: construction, seeding / inspection helpers, route table, repo and file reads
     hub_commits.py      preupload / commit routes, PRs opened by a commit, the write paths helpers share
-    hub_discussions.py  discussions, comments, status changes
+    hub_discussions.py  discussions, comments (and their edits), status changes
+    hub_evals.py        `.eval_results/*.yaml` checked on commit, benchmark leaderboards
     hub_webhooks.py     webhook registration, payloads, the delivery thread, /api/settings/webhooks
     hub_http.py         auth checks, dispatch and error mapping, JSON / pagination helpers
     hub_store.py        the on-disk store (no HTTP)
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.sandbox.hub_commits import HubCommits, front_matter
 from bridge.sandbox.hub_discussions import HubDiscussions
+from bridge.sandbox.hub_evals import HubEvals
 from bridge.sandbox.hub_http import READ_ONLY_TOKEN, URL_PREFIX, HubHTTP, HubHTTPError, RouteTable, flag
 from bridge.sandbox.hub_store import EntryNotFound, HubStore, Repo, branch_ref, object_id
 from bridge.sandbox.hub_webhooks import HubWebhooks
@@ -58,7 +60,7 @@ def _split_revision(rest: str) -> tuple[str, str]:
     return revision, unquote(tail)
 
 
-class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
+class HubEmulator(HubCommits, HubDiscussions, HubEvals, HubWebhooks, HubHTTP):
     def __init__(self, root: Path, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None,
                  tree_page_size: int = 1000) -> None:
         self.store = HubStore(Path(root))
@@ -150,6 +152,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
             ("GET POST", r"/api/settings/webhooks", self.webhooks_route),
             ("GET DELETE", r"/api/settings/webhooks/(?P<hook>[^/]+)", self.webhook_route),
             ("GET", r"/api/(?P<type>models|datasets|spaces)", self.list_repos),
+            ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/leaderboard", self.leaderboard_route),
             ("GET", repo, self.repo_info),
             ("GET", repo + r"/revision/(?P<rest>.+)", self.repo_info),
             ("GET", repo + r"/tree/(?P<rest>.+)", self.tree),
