@@ -46,6 +46,12 @@ def _check_template(value: str) -> str:
     return value
 
 
+def _owner_name(value: str, expected: str) -> str:
+    if value.count("/") != 1 or not all(value.split("/")):
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return value
+
+
 class Benchmark(_Strict):
     """Which Hub benchmark dataset and task a task's results belong to, and which score is the headline."""
 
@@ -56,9 +62,7 @@ class Benchmark(_Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset_id(cls, value: str) -> str:
-        if value.count("/") != 1 or not all(value.split("/")):
-            raise ValueError(f"expected a dataset repo id 'owner/name', got {value!r}")
-        return value
+        return _owner_name(value, "a dataset repo id 'owner/name'")
 
 
 class EvalResults(_Strict):
@@ -88,9 +92,7 @@ class ExperimentRule(_Strict):
     @field_validator("repo")
     @classmethod
     def _repo_shape(cls, value: str) -> str:
-        if value.count("/") != 1 or not all(value.split("/")):
-            raise ValueError(f"expected a glob over 'owner/name', got {value!r}")
-        return value
+        return _owner_name(value, "a glob over 'owner/name'")
 
     _templates = field_validator("dataset_name", "experiment_name")(_check_template)
 

@@ -22,7 +22,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<@])")
 
 def md_escape(text: object) -> str:
     flat = " ".join(str(text).split())  # no newlines: one cell, one line
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
+    # quotes stay: in Markdown text they are harmless, and an escaped entity (`&\#x27;`) would show verbatim
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
 
 
 def marker(sha: str) -> str:
