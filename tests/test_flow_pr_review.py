@@ -128,3 +128,16 @@ def test_changed_files_no_glob_matched_are_reported(hub, smith, make_bridge):
     assert job.result["note"] == "2 changed file(s) not matched by `files`: README.md, my-model/preds.jsonl"
     listed = " ".join(job_row(runtime.store.get(job.id), time.time()))  # the Jobs list says it too
     assert "2 changed file(s) not matched by `files`: README.md, my-model/preds.jsonl" in listed
+
+
+def test_a_merged_pr_file_becomes_a_main_experiment_not_a_reuse(hub, smith, make_bridge):
+    runtime = make_bridge(CONFIG)
+    num, pr_sha, _ = main_and_pr(hub, runtime)
+    before = hub.head(REPO)
+    merged = hub.commit(REPO, lm_eval_files(DAY, MODEL, PR_ANSWERS), message="Merge the PR")  # same blobs as the PR
+    enqueue(runtime, merged, before)
+    [job] = run_jobs(runtime)
+    [samples] = [f for f in job.result["files"] if "samples_" in f["file"]]
+    assert samples["status"] == "uploaded"
+    metas = [e["metadata"] for e in smith.experiments("llama-evals/demo_qa")]
+    assert sum(m["hf_ref"] == "refs/heads/main" for m in metas) == 2

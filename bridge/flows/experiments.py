@@ -134,13 +134,24 @@ class Upload:
         dataset_id = self.rt.smith.find_dataset(dataset)
         if blob is None or dataset_id is None:
             return None
-        found = self.rt.smith.experiments(dataset_id, metadata={"hf_repo": self.target.repo, "hf_file": path,
-                                                                "hf_blob": blob})
+        found = [s for s in self.rt.smith.experiments(dataset_id, metadata={"hf_repo": self.target.repo,
+                                                                           "hf_file": path, "hf_blob": blob})
+                 if self.reusable((s.extra or {}).get("metadata", {}))]
         if not found:
             return None
         revision = (found[0].extra or {}).get("metadata", {}).get("hf_revision", "")
         return {**self.described(dataset_id, found[0]), "reused_from": revision,
                 "note": f"same content as at {revision[:7]}: reused its experiment"}
+
+    def reusable(self, meta: dict) -> bool:
+        """A PR reuses only its own experiments; a branch only its own (a merged PR's file becomes a new experiment
+        of `main`, which later PRs are compared with); a bare sha any branch's."""
+        t, ref = self.target, meta.get("hf_ref") or ""
+        if t.pr is not None:
+            return meta.get("hf_pr") == t.pr
+        if t.ref.startswith("refs/heads/"):
+            return ref == t.ref
+        return ref.startswith("refs/heads/") or ref == t.ref
 
     def described(self, dataset_id: str, session: Any) -> dict:
         meta = (session.extra or {}).get("metadata", {})
