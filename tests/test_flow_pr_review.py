@@ -3,9 +3,12 @@ emulators. Also: blob-id reuse of experiments and changed files that no `files` 
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import datetime, timezone
+
+import requests
 
 from bridge.actions import submit_experiment
 from bridge.formats.pr_comment import SUPERSEDED, marker
@@ -59,6 +62,8 @@ def test_pr_comment_lists_regressed_and_fixed_rows(hub, smith, make_bridge):
     [regressed] = [line for line in text.splitlines() if line.startswith("| [row 1]")][:1]
     assert "What is the capital of France?" in regressed and "| Paris | Paris | Lyon |" in regressed
     assert "&peek=" in regressed and "exact\\_match 1 → 0" in regressed
+    page = requests.get(re.search(r"\(<([^>]+)>\)", regressed).group(1), timeout=10)  # that example, both sides
+    assert page.status_code == 200 and "Lyon" in page.text and "Paris" in page.text and "Austen" not in page.text
     fixed_block = text.split("<details>")[1]
     assert "Jane Austen" in fixed_block and "Charlotte Brontë" in fixed_block
     # the job detail shows the same comparison
