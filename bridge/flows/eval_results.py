@@ -96,7 +96,9 @@ def find_pr(hub: Any, model_repo: str, eval_repo: str) -> int | None:
     """The open PR of ours for this eval repo: its title, then the marker in its description (first comment)."""
     tag = marker(eval_repo)
     for num, title in hub.open_pull_requests(model_repo, "model"):
-        if title.endswith(pr_title(eval_repo)) and any(tag in text for text in hub.comments(model_repo, "model", num)[:1]):
+        if not title.endswith(pr_title(eval_repo)):
+            continue
+        if any(tag in text for text in hub.comments(model_repo, "model", num)[:1]):
             return num
     return None
 

@@ -155,4 +155,5 @@ def supersede(text: str, sha: str) -> str | None:
     """An older revision's comment with one line on top saying which revision replaced it (None: already said)."""
     if SUPERSEDED in text:
         return None
-    return f"> ⏭️ Superseded by the results for `{sha[:7]}` below; this comment is kept as it was. {SUPERSEDED}\n\n{text}"
+    line = f"> ⏭️ Superseded by the results for `{sha[:7]}` below; this comment is kept as it was. {SUPERSEDED}"
+    return f"{line}\n\n{text}"

@@ -57,7 +57,8 @@ class HubEvals:
         if tasks is None:
             return f"dataset {dataset['id']} is not a benchmark on the Hub (no eval.yaml)"
         if dataset["task_id"] not in tasks:
-            return f"task {dataset['task_id']!r} is not in the eval.yaml of {dataset['id']} ({', '.join(sorted(tasks))})"
+            known = ", ".join(sorted(tasks))
+            return f"task {dataset['task_id']!r} is not in the eval.yaml of {dataset['id']} ({known})"
         return None
 
     def _check_eval_results(self, additions: dict[str, bytes]) -> None:

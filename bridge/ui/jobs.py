@@ -151,8 +151,8 @@ def comparison_html(files: list[dict]) -> str:
         if not isinstance(found, dict):
             continue
         base = f.get("baseline") or {}
-        head = (f'<h4>{esc(f.get("task"))} <span class="muted">against {link(base.get("url"), base.get("experiment") or "main")}'
-                f'</span></h4>')
+        against = link(base.get("url"), base.get("experiment") or "main")
+        head = f'<h4>{esc(f.get("task"))} <span class="muted">against {against}</span></h4>'
         if found.get("error"):
             parts.append(head + notice(found["error"], "warn"))
             continue
