@@ -34,3 +34,8 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 
 def matches(path: str, patterns: list[str]) -> bool:
     return any(compile_glob(p).match(path) for p in patterns)
+
+
+def unmatched_note(unmatched: list[str], limit: int = 5) -> str:
+    shown = ", ".join(unmatched[:limit]) + (f", … ({len(unmatched) - limit} more)" if len(unmatched) > limit else "")
+    return f"{len(unmatched)} changed file(s) not matched by `files`: {shown}"

@@ -141,17 +141,54 @@ class Hub:
                                         endpoint=self.endpoint, token=self.token or False))
 
     # ---- pull requests ----
-    def pull_request(self, repo: str, repo_type: str, num: int) -> tuple[str, list[str]]:
-        """(status: open, draft, closed or merged; the text of every comment) of PR `num`."""
+    def pull_request(self, repo: str, repo_type: str, num: int) -> tuple[str, list[tuple[str, str]]]:
+        """(status: open, draft, closed or merged; (comment id, text) of every comment, oldest first) of PR `num`."""
         with hub_errors(f"read discussion #{num} of {repo}"):
             details = self.api.get_discussion_details(repo, num, repo_type=repo_type)
-        return details.status, [e.content for e in details.events if getattr(e, "type", "") == "comment" and e.content]
+        return details.status, [(e.id, e.content) for e in details.events
+                                if getattr(e, "type", "") == "comment" and e.content]
+
+    def comments(self, repo: str, repo_type: str, num: int) -> list[str]:
+        return [text for _, text in self.pull_request(repo, repo_type, num)[1]]
+
+    def edit_comment(self, repo: str, repo_type: str, num: int, comment_id: str, text: str) -> None:
+        self.require_token(f"edit a comment on {repo} #{num}")
+        with hub_errors(f"edit a comment on {repo} #{num}"):
+            self.api.edit_discussion_comment(repo, num, comment_id, text, repo_type=repo_type)
 
     def comment(self, repo: str, repo_type: str, num: int, text: str) -> str:
         self.require_token(f"comment on {repo} #{num}")
         with hub_errors(f"comment on {repo} #{num}"):
             posted = self.api.comment_discussion(repo, num, text, repo_type=repo_type)
         return self.web_url(repo, repo_type, f"/discussions/{num}#{posted.id}")
+
+    def open_pull_requests(self, repo: str, repo_type: str) -> list[tuple[int, str]]:
+        """(number, title) of the repo's open pull requests."""
+        with hub_errors(f"list the pull requests of {repo}"):
+            found = self.api.get_repo_discussions(repo, repo_type=repo_type, discussion_type="pull_request",
+                                                  discussion_status="open")
+            return [(d.num, d.title) for d in found]
+
+    def commit_files(self, repo: str, repo_type: str, files: dict[str, bytes], message: str, description: str,
+                     revision: str | None = None, create_pr: bool = False) -> tuple[str, str | None]:
+        """One commit of `files` on `revision` (default main), or a new PR with them; (commit sha, PR url)."""
+        self.require_token(f"write to {repo}")
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+        with hub_errors(f"commit to {repo} (needs write access, or a token that may open a pull request)"):
+            info = self.api.create_commit(repo, operations, repo_type=repo_type, revision=revision,
+                                          create_pr=create_pr, commit_message=f"{BRIDGE_MARK} {message}",
+                                          commit_description=description)
+        return info.oid, info.pr_url
+
+    def leaderboard(self, dataset: str) -> list:
+        """The benchmark's leaderboard entries, best first ([] when the dataset has none)."""
+        try:
+            with hub_errors(f"read the leaderboard of {dataset}"):
+                return self.api.get_dataset_leaderboard(dataset)
+        except UpstreamError as exc:
+            if exc.status in (400, 404):
+                return []
+            raise
 
     # ---- writing a dataset ----
     def ensure_dataset(self, repo: str, private: bool) -> None:

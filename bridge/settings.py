@@ -47,6 +47,35 @@ def _check_template(value: str) -> str:
     return value
 
 
+def _owner_name(value: str, expected: str) -> str:
+    if value.count("/") != 1 or not all(value.split("/")):
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return value
+
+
+class Benchmark(_Strict):
+    """Which Hub benchmark dataset and task a task's results belong to, and which score is the headline."""
+
+    dataset: str
+    task_id: str
+    score: str
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_id(cls, value: str) -> str:
+        return _owner_name(value, "a dataset repo id 'owner/name'")
+
+
+class EvalResults(_Strict):
+    """Opt-in: after a `main` upload, the mapped tasks' headline scores go to the model repo's `.eval_results/`."""
+
+    model_repo: str = "{model}"
+    pull_request: bool = True
+    benchmarks: dict[str, Benchmark] = Field(min_length=1)
+
+    _templates = field_validator("model_repo")(_check_template)
+
+
 class ExperimentRule(_Strict):
     repo: str
     repo_type: Literal["dataset", "model", "space"] = "dataset"
@@ -57,13 +86,14 @@ class ExperimentRule(_Strict):
     experiment_name: str = "{model}@{short_sha}"
     branches: list[str] = Field(default_factory=lambda: ["main"])
     pull_requests: bool = True
+    regression_threshold: float = Field(default=0.1, ge=0)  # a continuous score dropping more is a regressed row
+    max_rows: int = Field(default=10, ge=0)  # regressed (and fixed) rows listed per task in the PR comment
+    eval_results: EvalResults | None = None
 
     @field_validator("repo")
     @classmethod
     def _repo_shape(cls, value: str) -> str:
-        if value.count("/") != 1 or not all(value.split("/")):
-            raise ValueError(f"expected a glob over 'owner/name', got {value!r}")
-        return value
+        return _owner_name(value, "a glob over 'owner/name'")
 
     _templates = field_validator("dataset_name", "experiment_name")(_check_template)
 

@@ -39,6 +39,26 @@ def test_landing_page_and_demo_jobs(sandbox_app):
             assert secret not in page.text
 
 
+def test_demo_pull_request_comment_shows_a_regressed_row(sandbox_app):
+    from huggingface_hub import HfApi
+
+    _, _, creds = sandbox_app
+    api = HfApi(endpoint=creds["HF_ENDPOINT"], token=creds["HF_TOKEN"])
+
+    def comment() -> str | None:
+        if not list(api.get_repo_discussions("sandbox-user/demo-evals", repo_type="dataset")):
+            return None
+        details = api.get_discussion_details("sandbox-user/demo-evals", 1, repo_type="dataset")
+        return next((e.content for e in details.events if e.type == "comment" and "pr-comment" in e.content), None)
+
+    text = wait_for(comment, timeout=90, what="the demo PR's comment")
+    assert text.startswith("⚠️ 1 of 1 task(s) regressed (1 row(s))")
+    assert "How many legs does a spider have?" in text and "6 &lt;legs&gt; \\| \\*\\*bold\\*\\*" in text
+    [pr] = wait_for(lambda: list(api.get_repo_discussions("demo-org/tiny-chat-1b", repo_type="model")), timeout=30,
+                    what="the model repo's eval results PR")
+    assert pr.title.endswith("Eval results from sandbox-user/demo-evals")
+
+
 def test_signed_deliveries_on_both_endpoints(sandbox_app):
     base, _, creds = sandbox_app
     hub = requests.post(base + "/webhooks/hub", json=content_push(repo="sandbox-user/other"), timeout=10,

@@ -15,6 +15,14 @@ experiments:
     experiment_name: "{model}@{short_sha}"
     branches: [main]
     pull_requests: true
+    regression_threshold: 0.1
+    max_rows: 10
+    eval_results:
+      model_repo: "{model}"
+      pull_request: true
+      benchmarks:
+        "gsm8k*": {dataset: openai/gsm8k, task_id: main, score: exact_match}
+        "arc_easy": {dataset: allenai/ai2_arc, task_id: ARC-Easy, score: acc}
 exports:
   - rule_id: "d75d7417-0c57-4655-88fe-1db3cda3a47a"
     repo: "acme/prod-feedback"
@@ -32,6 +40,7 @@ def test_the_documented_example_is_valid(tmp_path):
     path.write_text(FULL)
     config = load_config(path)
     assert config.experiments[0].columns.inputs == ["question"]
+    assert config.experiments[0].eval_results.benchmarks["arc_easy"].task_id == "ARC-Easy"
     assert config.exports[0].presets == ["runs", "sft", "preference", "kto"]
     assert config.exports_for("d75d7417-0c57-4655-88fe-1db3cda3a47a")[0].repo == "acme/prod-feedback"
     assert config.exports_for("other") == []
@@ -45,6 +54,7 @@ def test_defaults():
     assert (target.private, target.presets, target.flush_seconds, target.max_rows_per_commit) == (True, ["runs"], 60, 5000)
     assert config.exports_for("any-rule") == [target]
     assert config.jobs.max_attempts == 8
+    assert (rule.regression_threshold, rule.max_rows, rule.eval_results) == (0.1, 10, None)
 
 
 @pytest.mark.parametrize("data, key, fragment", [
@@ -66,9 +76,15 @@ def test_defaults():
      "'nmae'"),
     ({"retention_days": 0}, "retention_days", "greater than 0"),
     ({"exprots": []}, "exprots", "unknown key"),
+    ({"experiments": [{"repo": "a/b", "regression_threshold": -0.1}]}, "experiments[0].regression_threshold", "-0.1"),
+    ({"experiments": [{"repo": "a/b", "eval_results": {"benchmarks": {"t": {"dataset": "gsm8k", "task_id": "main",
+                                                                          "score": "acc"}}}}]},
+     "experiments[0].eval_results.benchmarks.t.dataset", "'gsm8k'"),
+    ({"experiments": [{"repo": "a/b", "eval_results": {"model_repo": "{modle}", "benchmarks": {"t": {
+        "dataset": "a/b", "task_id": "main", "score": "acc"}}}}]}, "experiments[0].eval_results.model_repo", "{modle}"),
 ], ids=["bad-repo-type", "unknown-key", "missing-repo", "repo-not-owner-name", "bad-format", "bad-placeholder",
         "bad-preset", "export-repo-glob", "bad-regex", "bad-redact-preset", "negative-flush", "no-link-keys",
-        "empty-match-pattern", "custom-rule-typo", "zero-retention", "typo-top-level"])
+        "empty-match-pattern", "custom-rule-typo", "zero-retention", "typo-top-level", "negative-threshold", "benchmark-not-a-repo", "model-repo-placeholder"])
 def test_invalid_config_names_the_key_and_value(data, key, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config(data, "bridge.yaml")

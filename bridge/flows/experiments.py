@@ -17,13 +17,15 @@ from typing import Any
 
 from .. import __version__
 from ..errors import FormatError, PartialFailure, UpstreamError
-from ..formats.evals import UnrecognizedFormat, read_eval_file, sidecar_candidates
-from ..formats.pr_comment import Side, TaskResult, marker, render_comment
-from ..formats.upload import Spool, experiment_name, name_fields, render, window, write_body
-from ..globs import matches
+from ..formats.evals import UnrecognizedFormat, sidecar_candidates
+from ..formats.upload import Spool, experiment_name, iso, name_fields, render, window, write_body
+from ..globs import matches, unmatched_note
 from ..routing import match_rule
 from ..settings import ExperimentRule
 from ..tracing import step
+from . import eval_results
+from .pr_review import DONE, comment_on_pr
+from .reading import Reader
 
 log = logging.getLogger("bridge.flows.experiments")
 NULL_SHA = "0" * 40
@@ -52,19 +54,23 @@ def resolve_rule(config: Any, payload: dict) -> ExperimentRule:
     return rule.model_copy(update=overrides) if overrides else rule
 
 
-def select_files(hub: Any, target: Target, rule: ExperimentRule, payload: dict, tree: dict[str, str]) -> list[str]:
-    """The result files to upload: named ones, else those matching the rule that changed since the old revision."""
+def select_files(hub: Any, target: Target, rule: ExperimentRule, payload: dict,
+                 tree: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(the result files to upload, the changed files no `files` glob matched): named ones, else those matching the
+    rule that changed since the old revision."""
     if payload.get("files"):
-        return list(payload["files"])
+        return list(payload["files"]), []
     matching = [p for p in tree if matches(p, rule.files)]
     # Files a reader uses beside another (lm-eval's results_*.json) are part of that file, not results of their own.
     companions = {s for p in matching for s in sidecar_candidates(p, list(tree))}
     candidates = sorted(p for p in matching if p not in companions)
     old = payload.get("old_sha")
     if payload.get("all_files") or (target.pr is None and (not old or old == NULL_SHA)):
-        return candidates
+        return candidates, []
     base = hub.tree(target.repo, target.repo_type, old if old and old != NULL_SHA else "main")
-    return [p for p in candidates if base.get(p) != tree[p]]
+    changed = [p for p in sorted(tree) if base.get(p) != tree[p]]
+    unmatched = [p for p in changed if p not in matching and p not in companions]
+    return [p for p in candidates if p in changed], unmatched
 
 
 class Upload:
@@ -74,22 +80,10 @@ class Upload:
                  commit_time: datetime | None) -> None:
         self.rt, self.target, self.rule, self.tree, self.workdir = runtime, target, rule, tree, workdir
         self.commit_time = commit_time or datetime.now(timezone.utc)
-
-    def fetch(self, path: str) -> Path:
-        t = self.target
-        return self.rt.hub.download(t.repo, t.repo_type, t.sha, path, self.workdir)
-
-    def sidecar(self, path: str) -> bytes | None:
-        if path not in self.tree:
-            return None
-        return self.fetch(path).read_bytes()
+        self.reader = Reader(runtime.hub, target.repo, target.repo_type, target.sha, tree, rule, workdir)
 
     def read(self, path: str) -> Any:
-        local = self.fetch(path)
-        columns = self.rule.columns.model_dump() if self.rule.columns else None
-        wanted = set(sidecar_candidates(path, list(self.tree)))
-        return read_eval_file(path, lambda: local.open("rb"), format=self.rule.format, columns=columns,
-                              sidecar=lambda p: self.sidecar(p) if p in wanted else None)
+        return self.reader.read(path)
 
     def one(self, path: str) -> dict:
         with step(f"upload {path}", file=path) as out:
@@ -115,6 +109,9 @@ class Upload:
         existing = self.existing(dataset, path)
         if existing is not None:
             return {**outcome, **existing, "status": "exists"}
+        reused = self.same_content(dataset, path)
+        if reused is not None:
+            return {**outcome, **reused, "status": "reused"}
         try:
             uploaded = self.upload(evals, dataset, name)
         except FormatError as exc:
@@ -128,11 +125,38 @@ class Upload:
         if dataset_id is None:
             return None
         found = self.rt.smith.experiments(dataset_id, metadata={"hf_revision": self.target.sha, "hf_file": path})
+        return self.described(dataset_id, found[0]) if found else None
+
+    def same_content(self, dataset: str, path: str) -> dict | None:
+        """An experiment made from the same file with the same content (git blob id) at another revision of this
+        repo: an unchanged file uploaded again (a manual "upload at revision") reuses it instead of a copy."""
+        blob = self.tree.get(path)
+        dataset_id = self.rt.smith.find_dataset(dataset)
+        if blob is None or dataset_id is None:
+            return None
+        found = [s for s in self.rt.smith.experiments(dataset_id, metadata={"hf_repo": self.target.repo,
+                                                                           "hf_file": path, "hf_blob": blob})
+                 if self.reusable((s.extra or {}).get("metadata", {}))]
         if not found:
             return None
-        meta = (found[0].extra or {}).get("metadata", {})
-        return {"experiment": found[0].name,
-                **self.links(dataset_id, str(found[0].id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
+        revision = (found[0].extra or {}).get("metadata", {}).get("hf_revision", "")
+        return {**self.described(dataset_id, found[0]), "reused_from": revision,
+                "note": f"same content as at {revision[:7]}: reused its experiment"}
+
+    def reusable(self, meta: dict) -> bool:
+        """A PR reuses only its own experiments; a branch only its own (a merged PR's file becomes a new experiment
+        of `main`, which later PRs are compared with); a bare sha any branch's."""
+        t, ref = self.target, meta.get("hf_ref") or ""
+        if t.pr is not None:
+            return meta.get("hf_pr") == t.pr
+        if t.ref.startswith("refs/heads/"):
+            return ref == t.ref
+        return ref.startswith("refs/heads/") or ref == t.ref
+
+    def described(self, dataset_id: str, session: Any) -> dict:
+        meta = (session.extra or {}).get("metadata", {})
+        return {"experiment": session.name, "run_date": meta.get("bridge_run_date"),
+                **self.links(dataset_id, str(session.id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
 
     def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
         smith = self.rt.smith
@@ -143,7 +167,8 @@ class Upload:
     def metadata(self, evals: Any, path: str) -> dict:
         t, hub = self.target, self.rt.hub
         return {"hf_repo": t.repo, "hf_repo_type": t.repo_type, "hf_revision": t.sha, "hf_ref": t.ref,
-                "hf_pr": t.pr, "hf_file": path, "hf_commit_url": hub.web_url(t.repo, t.repo_type, t.commit_url_path),
+                "hf_pr": t.pr, "hf_file": path, "hf_blob": self.tree.get(path),
+                "hf_commit_url": hub.web_url(t.repo, t.repo_type, t.commit_url_path),
                 "format": evals.format, "model": evals.model, "task": evals.task, "bridge_version": __version__}
 
     def upload(self, evals: Any, dataset: str, name: str) -> dict:
@@ -153,12 +178,13 @@ class Upload:
         if spool.rows == 0:
             raise FormatError(evals.path, None, "the file has no rows")
         start, end = window(spool, evals.started_at, evals.finished_at, self.commit_time)
-        meta = {**self.metadata(evals, evals.path), "bridge_rows": spool.rows, "bridge_scores": spool.means()}
+        meta = {**self.metadata(evals, evals.path), "bridge_rows": spool.rows, "bridge_scores": spool.means(),
+                "bridge_run_date": iso(evals.finished_at or start)}
         header = {"experiment_name": name, "dataset_name": dataset, "experiment_metadata": meta,
                   "experiment_description": f"{evals.task} from {self.target.repo}@{self.target.sha[:7]} ({evals.path})",
                   "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
         response = self.send(spool, header, start, end, evals.path)
-        return {"experiment": response["experiment"]["name"],
+        return {"experiment": response["experiment"]["name"], "run_date": meta["bridge_run_date"],
                 **self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
                              spool.means())}
 
@@ -178,42 +204,6 @@ class Upload:
             write_body(spool, header, start, end, body)
             body.seek(0)
             return self.rt.smith.upload_experiment(body)
-
-
-def baseline(runtime: Any, dataset_id: str, branches: list[str]) -> Side | None:
-    """The newest experiment of a watched branch (not a PR) in the dataset."""
-    refs = {f"refs/heads/{b}" for b in branches}
-    candidates = []
-    for session in runtime.smith.experiments(dataset_id):
-        meta = (session.extra or {}).get("metadata", {})
-        if meta.get("hf_ref") in refs and meta.get("bridge_scores") is not None:
-            candidates.append((session.start_time, session, meta))
-    if not candidates:
-        return None
-    _, session, meta = max(candidates, key=lambda c: c[0])
-    return Side(session.name, runtime.smith.compare_url(dataset_id, [str(session.id)]), meta.get("bridge_rows", 0),
-                meta["bridge_scores"], str(session.id))
-
-
-def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: list[dict]) -> str | None:
-    hub, tag = runtime.hub, marker(target.sha)
-    status, comments = hub.pull_request(target.repo, target.repo_type, target.pr)
-    if any(tag in text for text in comments):
-        return "already commented"
-    if status in ("closed", "merged"):  # a finished PR is not commented again, e.g. by a job queued before it
-        return f"not commented: the pull request is {status}"
-    results, failures = [], []
-    for o in outcomes:
-        if o["status"] not in ("uploaded", "exists"):
-            failures.append(f"{o['file']}: {o.get('error') or o.get('reason')}")
-            continue
-        base = baseline(runtime, o["dataset_id"], rule.branches)
-        mine = Side(o["experiment"], o["experiment_url"], o["rows"] or 0, o.get("scores") or {}, o["experiment_id"])
-        ids = [mine.id] + ([base.id] if base else [])
-        results.append(TaskResult(o["task"], o.get("model"), mine, base, runtime.smith.compare_url(o["dataset_id"], ids)))
-    text = render_comment(target.sha, target.pr, results, failures)
-    with step("comment on the pull request", pr=target.pr):
-        return hub.comment(target.repo, target.repo_type, target.pr, text)
 
 
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -243,10 +233,15 @@ def run(job: Any, ctx: Any) -> dict:
     rt.smith.client  # fail early with the missing-key message before any download
     with step("list files", "retriever", repo=target.repo, revision=target.sha) as out:
         tree = rt.hub.tree(target.repo, target.repo_type, target.sha)
-        files = select_files(rt.hub, target, rule, p, tree)
+        files, unmatched = select_files(rt.hub, target, rule, p, tree)
         out["files"] = files
     _, commit_time = rt.hub.revision_info(target.repo, target.repo_type, target.sha)
     outcomes = []
+    result = {"repo": target.repo, "revision": target.sha, "ref": target.ref, "files": outcomes}
+    if unmatched:
+        result["unmatched"] = unmatched
+    if not files:
+        result["note"] = unmatched_note(unmatched) if unmatched else "no result files changed in this revision"
     with tempfile.TemporaryDirectory(prefix="bridge-exp-") as workdir:
         upload = Upload(rt, target, rule, tree, Path(workdir), commit_time)
         for done, path in enumerate(files):
@@ -254,11 +249,10 @@ def run(job: Any, ctx: Any) -> dict:
             outcomes.append(upload.one(path) if path in tree else
                             {"file": path, "status": "failed", "error": f"{path} is not in revision {target.sha[:7]}"})
         ctx.progress(len(files), len(files), "files")
-    result = {"repo": target.repo, "revision": target.sha, "ref": target.ref, "files": outcomes}
-    if not files:
-        result["note"] = "no result files changed in this revision"
-    if target.pr is not None and any(o["status"] in ("uploaded", "exists") for o in outcomes):
-        result["comment_url"] = comment_on_pr(rt, target, rule, outcomes)
+        if target.pr is not None and any(o["status"] in DONE for o in outcomes):
+            result["comment_url"] = comment_on_pr(rt, target, rule, outcomes, upload.reader)
+    if eval_results.wanted(rule, target):
+        result["eval_results"] = eval_results.publish(rt, target, rule, outcomes, upload.commit_time)
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         raise PartialFailure(f"{len(failed)} of {len(files)} file(s) failed: " +

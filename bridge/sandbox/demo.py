@@ -32,12 +32,17 @@ EXPORT_REPO = f"{USER}/demo-feedback"
 RULE_ID = "d75d7417-0c57-4655-88fe-1db3cda3a47a"
 PROJECT = "demo-support-bot"
 MODEL = "demo-org/tiny-chat-1b"
+BENCHMARK = "demo-org/demo-qa"  # a benchmark dataset (it has an eval.yaml) with a leaderboard
+RIVAL = "demo-org/small-chat-3b"  # already on that leaderboard
 
 CONFIG = f"""\
 # Demo configuration written by `python app.py --sandbox`.
 experiments:
   - repo: "{USER}/*-evals"
     files: ["**/samples_*.jsonl", "**/*.csv"]
+    eval_results:                 # the scores also go to the model's page (a PR on {MODEL})
+      benchmarks:
+        "demo_qa": {{dataset: {BENCHMARK}, task_id: default, score: exact_match}}
 exports:
   - rule_id: "{RULE_ID}"
     repo: "{EXPORT_REPO}"
@@ -57,6 +62,9 @@ QUESTIONS = [
     ("What is 12 times 12?", "144", "144"),
     ("Which planet is known as the red planet?", "Mars", "Jupiter"),
 ]
+# The demo pull request: a model change that fixes Austen and breaks the spider (and the escaping of "<legs>").
+PR_QUESTIONS = [QUESTIONS[0], ("How many legs does a spider have?", "8", "6 <legs> | **bold**"), QUESTIONS[2],
+                ("Who wrote 'Pride and Prejudice'?", "Jane Austen", "Jane Austen"), *QUESTIONS[4:]]
 
 
 def lm_eval_files(day: datetime, model: str, questions: list[tuple[str, str, str]]) -> dict[str, bytes]:
@@ -130,6 +138,7 @@ class Sandbox:
         self.hub.commit(EVAL_REPO, lm_eval_files(day, MODEL, QUESTIONS), repo_type="dataset",
                         message="Add demo_qa results", author=USER)
         self._fire_rule(base)
+        self._open_pr(day)
 
     def _wait_for_bridge_webhook(self, url: str, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -147,9 +156,33 @@ class Sandbox:
         except requests.RequestException as exc:
             log.warning("sandbox LangSmith rule delivery failed: %s", exc)
 
+    def _open_pr(self, day: datetime, timeout: float = 120.0) -> None:
+        """Once `main`'s experiment exists (the PR is compared with it), a PR whose results regress one row."""
+        deadline = time.monotonic() + timeout
+        while not self.smith.experiments(f"{EVAL_REPO.split('/')[1]}/demo_qa"):
+            if time.monotonic() > deadline:
+                log.warning("sandbox: main's demo experiment did not appear; the demo PR is not opened")
+                return
+            time.sleep(0.5)  # a person is watching the demo: polling twice a second is plenty
+        self.hub.open_pr(EVAL_REPO, lm_eval_files(day + timedelta(hours=1), MODEL, PR_QUESTIONS),
+                         title="Try the new decoding settings", author=USER)
+
     def stop(self) -> None:
         for handle in self.handles:
             handle.stop()
+
+
+def seed_benchmark(hub: HubEmulator) -> None:
+    """A benchmark dataset for `demo_qa`, the demo model's repo, and a rival model already on the leaderboard."""
+    hub.create_repo(BENCHMARK, repo_type="dataset")
+    hub.commit(BENCHMARK, {"eval.yaml": b"name: Demo QA\nevaluation_framework: lm-evaluation-harness\n"
+                                        b"tasks:\n  - id: default\n    config: default\n    split: test\n"},
+               message="Declare the benchmark", author="demo-org")
+    hub.create_repo(MODEL, repo_type="model")
+    hub.create_repo(RIVAL, repo_type="model")
+    hub.commit(RIVAL, {".eval_results/demo-qa.yaml": f"- dataset: {{id: {BENCHMARK}, task_id: default}}\n"
+                                                     "  value: 0.75\n".encode()},
+               repo_type="model", message="Eval results", author="demo-org")
 
 
 def seed_langsmith(smith: LangSmithEmulator) -> list[str]:
@@ -177,6 +210,7 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
     hub.commit(EVAL_REPO, {**lm_eval_files(before, MODEL, QUESTIONS[:4]),
                            "README.md": b"# Demo eval results\n\nPushed by the sandbox.\n"},
                repo_type="dataset", message="Initial results", author=USER)
+    seed_benchmark(hub)
     config_path = root / "bridge.yaml"
     config_path.write_text(CONFIG)
     sandbox_env = {

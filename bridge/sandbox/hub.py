@@ -21,6 +21,7 @@ The emulator is one class assembled from mixins, one per area, so that no module
     hub.py              HubEmulator: construction, seeding / inspection helpers, route table, repo and file reads
     hub_commits.py      preupload / commit routes, PRs opened by a commit, the write paths helpers share
     hub_discussions.py  discussions, comments (and their edits), status changes, merging a PR
+    hub_evals.py        `.eval_results/*.yaml` checked on commit, benchmark leaderboards
     hub_refs.py         branches and tags
     hub_pages.py        HTML pages: a commit, a file tree, a file, a discussion or PR with its comments
     hub_webhooks.py     webhook registration, payloads, the delivery thread, /api/settings/webhooks
@@ -41,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.sandbox.hub_commits import HubCommits, front_matter
 from bridge.sandbox.hub_discussions import HubDiscussions
+from bridge.sandbox.hub_evals import HubEvals
 from bridge.sandbox.hub_http import (READ_ONLY_TOKEN, URL_PREFIX, HubHTTP, HubHTTPError, RouteTable, flag,
                                      split_revision)
 from bridge.sandbox.hub_pages import PAGE_REPO, HubPages
@@ -49,7 +51,7 @@ from bridge.sandbox.hub_store import EntryNotFound, HubStore, Repo, branch_ref, 
 from bridge.sandbox.hub_webhooks import HubWebhooks
 from bridge.sandbox.server import Recorder, ServerHandle
 
-class HubEmulator(HubCommits, HubDiscussions, HubRefs, HubWebhooks, HubPages, HubHTTP):
+class HubEmulator(HubCommits, HubDiscussions, HubEvals, HubRefs, HubWebhooks, HubPages, HubHTTP):
     def __init__(self, root: Path, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None,
                  tree_page_size: int = 1000, webhook_retry_seconds: tuple[float, ...] = (0.2, 1.0),
                  webhook_suspend_after: int = 5, webhook_denied: tuple | list | set = (),
@@ -145,6 +147,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubRefs, HubWebhooks, HubPages, Hu
             ("GET POST DELETE", r"/api/settings/webhooks/(?P<hook>[^/]+)", self.webhook_route),
             ("POST", r"/api/settings/webhooks/(?P<hook>[^/]+)/(?P<switch>enable|disable)", self.webhook_switch_route),
             ("GET", r"/api/(?P<type>models|datasets|spaces)", self.list_repos),
+            ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/leaderboard", self.leaderboard_route),
             ("GET", repo, self.repo_info),
             ("GET", repo + r"/revision/(?P<rest>.+)", self.repo_info),
             ("GET", repo + r"/tree/(?P<rest>.+)", self.tree),

@@ -158,6 +158,8 @@ class HubCommits:
             header, additions, deletions, folders = self._parse_ndjson(await request.body())
         except (ValueError, KeyError, TypeError) as exc:
             raise HubHTTPError(400, f"Invalid commit payload: {exc}") from exc
+        if found.type == "model":
+            self._check_eval_results(additions)
         base, summary, description = self._base_of(request), header["summary"], header.get("description", "")
         parent = header.get("parentCommit")
         web = f"{base}/{URL_PREFIX[found.type]}{found.id}"

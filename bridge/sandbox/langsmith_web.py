@@ -93,11 +93,15 @@ class Pages:
             sessions = [self.store.sessions[s] for s in wanted if s in self.store.sessions]
             if dataset is None or not sessions:
                 return not_found("dataset or experiment")
-            body = "".join(self.experiment_section(s) for s in sessions)
+            peek = request.query_params.get("peek")  # one example (the bridge's row_id) opened in the view
+            example = dataset["_rows"].get(peek, peek) if peek else None
+            body = "".join(self.experiment_section(s, example) for s in sessions)
         return page(sessions[0]["name"], f"<p class='muted'>Dataset {esc(dataset['name'])}</p>{body}")
 
-    def experiment_section(self, session: dict) -> str:
+    def experiment_section(self, session: dict, example: str | None = None) -> str:
         runs = sorted(session_runs(self.store, session["id"]), key=lambda r: r["start_time"])
+        if example:
+            runs = [r for r in runs if r.get("reference_example_id") == example]
         meta = (session.get("extra") or {}).get("metadata") or {}
         facts = " · ".join(f"{esc(k)}: {esc(meta[k])}" for k in ("model", "hf_repo", "hf_ref", "format")
                            if meta.get(k))

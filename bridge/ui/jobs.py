@@ -11,6 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from ..formats.pr_comment import counts_line as compared_counts
+from ..formats.pr_comment import row_url
+from ..globs import unmatched_note
 from ..jobs import RETRYABLE_BY_HAND, SHOWN_STATES, TRIGGERS, Job
 from .common import clean, locked, on, require, viewer
 from .html import badge, code, duration, empty, esc, kv, link, notice, section, table, ts
@@ -66,7 +69,9 @@ def state_cell(job: Job, now: float) -> str:
 
 
 def job_row(job: Job, now: float) -> list[str]:
-    links = " ".join(link(url, label, "pill") for label, url in job_links(job)) or '<span class="muted">—</span>'
+    note = (job.result or {}).get("note") if isinstance(job.result, dict) else None
+    links = " ".join(link(url, label, "pill") for label, url in job_links(job)) or \
+        (f'<span class="muted">{esc(note)}</span>' if note else '<span class="muted">—</span>')
     error = esc(job.last_error) if job.last_error else ""
     subject = esc(job.subject)
     return [f"<b>#{job.id}</b>", esc(job.kind), f'<span class="subject" title="{subject}">{subject}</span>',
@@ -137,6 +142,35 @@ def files_table(files: list[dict]) -> str:
     return table(["File", "Status", "Experiment", "Rows", "Scores", "Error or reason"], rows)
 
 
+def _changed_rows(rows: list[dict], compare_url: str | None) -> str:
+    body = [[link(row_url(compare_url, r.get("row_id", "")), f"row {i}") if compare_url else f"row {i}",
+             esc(r.get("input")), esc(r.get("expected")), esc(r.get("main_output")), esc(r.get("pr_output")),
+             esc(", ".join(r.get("keys") or []))] for i, r in enumerate(rows, 1)]
+    return table(["Example", "Input", "Expected", "Main", "This PR", "Scores"], body)
+
+
+def comparison_html(files: list[dict]) -> str:
+    """A PR job's row-by-row comparison with the baseline, the same the PR comment shows."""
+    parts = []
+    for f in files:
+        found = f.get("comparison") if isinstance(f, dict) else None
+        if not isinstance(found, dict):
+            continue
+        base = f.get("baseline") or {}
+        against = link(base.get("url"), base.get("experiment") or "main")
+        head = f'<h4>{esc(f.get("task"))} <span class="muted">against {against}</span></h4>'
+        if found.get("error"):
+            parts.append(head + notice(found["error"], "warn"))
+            continue
+        parts.append(head + f"<p><b>{esc(compared_counts(found))}</b></p>")
+        if found.get("regressed_rows"):
+            parts.append("<p>Regressed rows</p>" + _changed_rows(found["regressed_rows"], f.get("compare_url")))
+        if found.get("fixed_rows"):
+            parts.append(f"<details><summary>{esc(found.get('fixed'))} fixed row(s)</summary>"
+                         f"{_changed_rows(found['fixed_rows'], f.get('compare_url'))}</details>")
+    return "".join(parts)
+
+
 def counts_line(counts: dict) -> str:
     shown = {k: v for k, v in counts.items() if isinstance(v, (int, float)) and v}
     return ", ".join(f"{esc(k.replace('_', ' '))}: <b>{esc(v)}</b>" for k, v in shown.items()) or "nothing to do"
@@ -149,6 +183,11 @@ def result_html(job: Job, scrub: Any) -> str:
     parts = []
     if result.get("files") is not None:
         parts.append(files_table(result["files"]) if result["files"] else empty(result.get("note") or "No files."))
+        compared = comparison_html(result["files"])
+        if compared:
+            parts.append(f'<div class="comparison"><h3>Rows against main</h3>{compared}</div>')
+    if result.get("files") and result.get("unmatched"):
+        parts.append(f'<p class="muted">{esc(unmatched_note(result["unmatched"]))}</p>')
     if isinstance(result.get("counts"), dict):
         parts.append(f"<p>{counts_line(result['counts'])}</p>")
     if job.kind == "flush":
