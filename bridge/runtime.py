@@ -77,7 +77,8 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
                             settings.request_timeout, settings.langsmith_web_url, metrics.session_hook,
-                            lambda status: metrics.upstream("objects", status)),
+                            lambda status: metrics.upstream("objects", status),
+                            lambda client: instrument_httpx_client(client, "langsmith", metrics)),
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = Ledger(store)

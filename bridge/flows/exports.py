@@ -62,10 +62,10 @@ def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
 
 
 def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
-    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
+    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one run query per 1000 runs."""
     missing = fetch_objects(runtime, runs, counts)
     if missing:
-        fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id([str(r["id"]) for r in missing])}
+        fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id(missing)}
         counts["runs_queried"] += len(missing)
         for run in missing:
             full = fetched.get(str(run["id"]), {})
