@@ -39,6 +39,8 @@ class Runtime:
     pool: WorkerPool | None = None
     public_url: str | None = None  # shown to people (the local URL when nothing else is known)
     reachable_url: str | None = None  # what upstreams can call back; None when nothing outside can reach us
+    url_known: bool = False  # reachable_url is decided (after launch): managed rules wait for it
+    rule_states: Any = None  # rule_state.RuleStates: the LangSmith rules, for the Wiring panel
     extras: dict[str, Any] = field(default_factory=dict)
 
     def webhook_urls(self) -> dict[str, str]:
@@ -51,6 +53,15 @@ class Runtime:
 
         exports.resume(self)
         reconcile.schedule_at_start(self)
+
+    def set_reachable_url(self, url: str | None, shown: str | None) -> None:
+        """Once launched: the URL upstreams can reach (None: nothing outside can), and a check of the LangSmith
+        rules the bridge manages, which needed it."""
+        from .flows import rules
+
+        self.reachable_url, self.url_known = url, True
+        self.public_url = url or shown
+        rules.schedule(self, "at start")
 
     def start_workers(self) -> None:
         self.schedule_startup_jobs()
@@ -65,6 +76,8 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     from .flows import handlers  # flows import the clients; keep them out of the web layer's imports
+    from .flows.rules import restore_rule_ids
+    from .rule_state import RuleStates
 
     metrics = Metrics()
     install_timeout(settings.request_timeout, lambda client: instrument_httpx_client(client, "hub", metrics))
@@ -82,6 +95,8 @@ def build_runtime(settings: Settings) -> Runtime:
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = Ledger(store)
+    runtime.rule_states = RuleStates(store.db, store.clock)
+    restore_rule_ids(runtime)
     if settings.trace_project:
         from .tracing import Tracer
 

@@ -126,6 +126,8 @@ def smith_errors(action: str) -> Iterator[None]:
                                 transient=True) from exc
         if isinstance(exc, ls_utils.LangSmithRateLimitError):
             raise UpstreamError(TARGET, f"{action} failed: rate limited", status=429, transient=True) from exc
+        if isinstance(exc, ls_utils.LangSmithNotFoundError):  # e.g. read_project by name: an empty listing
+            raise UpstreamError(TARGET, f"{action} failed: not found", status=404) from exc
         raise UpstreamError(TARGET, f"{action} failed: {type(exc).__name__}", transient=False) from exc
 
 
@@ -312,6 +314,39 @@ class Smith:
                 self.runs_api = "v2"
                 return found
         return v1_call()
+
+    # ---- automation rules (not wrapped by the SDK: its session, so auth, workspace and errors apply)
+    RULES = "/runs/rules"
+    LOG_PAGE = 720  # the rule log's largest page
+
+    def _rules_call(self, action: str, method: str, path: str, **request_kwargs: Any) -> Any:
+        with smith_errors(action):
+            response = self.client.request_with_retries(method, path, request_kwargs=request_kwargs)
+        return response.json()
+
+    def rules(self, session_id: str | None = None, rule_id: str | None = None) -> list[dict]:
+        params = {k: v for k, v in (("session_id", session_id), ("id", rule_id)) if v}
+        return self._rules_call("list automation rules", "GET", self.RULES, params=params)
+
+    def create_rule(self, body: dict) -> dict:
+        return self._rules_call("create the automation rule", "POST", self.RULES, data=json.dumps(body),
+                                headers={"Content-Type": "application/json"})
+
+    def update_rule(self, rule_id: str, body: dict) -> dict:
+        """PATCH takes the whole rule: fields left out fall back to their defaults."""
+        return self._rules_call("update the automation rule", "PATCH", f"{self.RULES}/{rule_id}",
+                                data=json.dumps(body), headers={"Content-Type": "application/json"})
+
+    def rule_log(self, rule_id: str, since: str | None) -> list[dict]:
+        """Every entry of a rule's log since `since` (all of it without), most recent first, 720 per request."""
+        entries: list[dict] = []
+        while True:
+            params = {"limit": self.LOG_PAGE, "offset": len(entries), **({"start_time": since} if since else {})}
+            page = self._rules_call("read the automation rule's log", "GET", f"{self.RULES}/{rule_id}/logs",
+                                    params=params)
+            entries += page
+            if len(page) < self.LOG_PAGE:
+                return entries
 
     def feedback_for(self, run_ids: list[str]) -> list[dict]:
         """Every feedback item of `run_ids`, including corrections, in one listing per 100 runs."""

@@ -181,7 +181,7 @@ def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[Expo
         feedback = group_feedback(feedback_items)
         for target in targets:
             with step(f"map rows for {target.repo}", repo=target.repo):
-                rows = rows_for_target(rt, target, rule_id or target.rule_id, todo[target.repo], feedback, counts)
+                rows = rows_for_target(rt, target, rule_id or target.current_rule_id, todo[target.repo], feedback, counts)
             counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
     due = [t for t in targets if rt.ledger.pending(t.repo) >= (1 if schedule else t.max_rows_per_commit)]
     return [schedule_flush(rt, t, job.trigger) for t in due]
@@ -289,7 +289,7 @@ def flush_repo(job: Any, ctx: Any) -> dict:
     target = targets[0]
     rt.hub.ensure_dataset(repo, target.private)
     counts = {"commits": 0, "runs_committed": 0}
-    rule_ids = sorted({t.rule_id for t in targets})
+    rule_ids = sorted({t.current_rule_id for t in targets if t.current_rule_id})
     for attempt in range(3):
         try:
             while flush_once(rt, target, rule_ids, counts):

@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from ..routing import experiment_spec
+from . import rules
 from .backfill import BACKFILL
 from .exports import sync_exported
 
@@ -78,6 +79,7 @@ def reconcile_exports(runtime: Any) -> list[int]:
 def run_reconcile(job: Any, ctx: Any) -> dict:
     rt = ctx.services
     try:
-        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt)}
+        return {"experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
+                "rules_job": rules.schedule(rt, "reconcile")}  # managed rules and gaps from rule logs
     finally:
         schedule_next(rt)

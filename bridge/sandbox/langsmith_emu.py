@@ -56,9 +56,27 @@ class LangSmithEmulator:
         return self.handle.url
 
     def stop(self) -> None:
+        self.rules.stop()
         if self.handle is not None:
             self.handle.stop()
             self.handle = None
+
+    # ---- automation rules (langsmith_rules.py)
+    @property
+    def rules(self) -> Any:
+        """The rule book: `apply()` runs one pass of the rule worker, `start(interval)` runs them on a thread."""
+        return self.store.rule_book
+
+    def apply_rules(self) -> int:
+        return self.rules.apply()
+
+    def create_rule(self, project: str, *, webhook_url: str | None = None, headers: dict | None = None,
+                    sampling_rate: float = 1.0, filter: str | None = None, name: str = "a person's rule") -> dict:
+        """A rule made by hand in LangSmith's UI (not by the bridge)."""
+        session = self.store.session_by_name(project)
+        hooks = [{"url": webhook_url, "headers": headers or {}}] if webhook_url else []
+        return self.rules.create({"display_name": name, "session_id": session["id"], "sampling_rate": sampling_rate,
+                                  "filter": filter, "webhooks": hooks})
 
     # ---- knobs for tests
     @property

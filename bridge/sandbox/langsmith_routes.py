@@ -21,6 +21,7 @@ from bridge.sandbox.langsmith_common import API_PREFIX, ApiError, as_uuid, publi
 from bridge.sandbox.langsmith_multipart import decompress, ingest_multipart, parse_multipart
 from bridge.sandbox.langsmith_store import Store
 from bridge.sandbox.langsmith_upload import validate_upload
+from bridge.sandbox.langsmith_rules import RuleBook, RuleRoutes
 from bridge.sandbox.langsmith_v2 import V2Routes
 
 MAX_LIMIT = 100
@@ -110,7 +111,8 @@ def query_score(text: str | None) -> Any:
 
 def build_app(store: Store) -> Starlette:
     r = Routes(store)
-    routes = [
+    store.rule_book = RuleBook(store)
+    routes = [*RuleRoutes(store.rule_book).routes(),
         Route("/info", r.info, methods=["GET"]),
         Route("/sessions", r.sessions_list, methods=["GET"]),
         Route("/sessions", r.session_create, methods=["POST"]),
