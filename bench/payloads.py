@@ -113,6 +113,7 @@ def bridge_config(export_repo: str, flush_seconds: float = 5) -> str:
     config.pop("jobs", None)  # the demo's short backoff is for people watching it; the benchmarks keep the default
     config["reconcile_minutes"] = 0
     config["experiments"][0]["repo"] = "bench-user/*-evals"
+    config["exports"][0].pop("rule", None)  # the demo's managed rule: the benchmarks deliver as a named rule
     config["exports"][0].update(rule_id=RULE_ID, repo=export_repo, flush_seconds=flush_seconds,
                                 max_rows_per_commit=MAX_ROWS_PER_COMMIT)
     return yaml.safe_dump(config, sort_keys=False)

@@ -202,3 +202,42 @@ def test_an_unavailable_log_falls_back_to_the_backfill_filter(hub, smith, bridge
     smith.recorder.add_fault(r"/logs$", method="GET", status=404, times=1)
     result = check(runtime)
     assert words in result["logs"][0]["log"] and words in state(runtime)["log_status"]
+
+
+# ---------------------------------------------------------------- the sandbox LangSmith delivering by itself
+
+
+def exported(hub) -> list[str]:
+    try:
+        return [r["run_id"] for r in read_rows(hub)]
+    except Exception:  # noqa: BLE001 - the dataset does not exist before the first commit
+        return []
+
+
+def test_the_sandbox_delivers_runs_traced_with_the_sdk(hub, smith, make_bridge, tmp_path):
+    """The bridge creates its rule; the emulator's rule worker applies it to runs written by `@traceable` and
+    POSTs them to the bridge's real endpoint (secret in the header); the runs reach the dataset."""
+    from apps import launch_in_process
+    from bridge.sandbox.demo import PROJECT, trace_conversations
+    from conftest import LS_KEY, wait_for
+
+    smith.create_project(PROJECT)
+    runtime = make_bridge(rule_config().replace("project: prod", f"project: {PROJECT}"),
+                          LANGSMITH_WEBHOOK_SECRET=SECRET)
+    app = launch_in_process(runtime)
+    try:
+        runtime.set_reachable_url(app.base, app.base)
+        runtime.start_workers()
+        wait_for(lambda: smith.rules.rules, timeout=30, what="the bridge to create its rule")
+        smith.rules.start(0.2)
+        ids = trace_conversations(smith.url, LS_KEY)
+        wait_for(lambda: sorted(exported(hub)) == sorted(ids), timeout=60, what="the traced runs to reach the dataset")
+        [rule_id] = smith.rules.rules
+        log = smith.rules.log(rule_id, None, None, 720, 0)
+        assert sorted(e["run_id"] for e in log) == sorted(ids)
+        assert {e["webhooks"]["outcome"] for e in log} == {"success"}
+        rows = {r["run_id"]: r for r in read_rows(hub)}
+        assert "reset my password" in rows[ids[0]]["inputs"] and "Settings" in rows[ids[0]]["outputs"]
+    finally:
+        smith.rules.stop()
+        app.close()
