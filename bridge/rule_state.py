@@ -71,6 +71,17 @@ class RuleStates:
             conn.execute(f"INSERT INTO langsmith_rules (key, {', '.join(insert)}) VALUES (?{', ?' * len(insert)}) "
                          f"ON CONFLICT (key) DO UPDATE SET {updates}", (key, *insert.values()))
 
+    def last_deliveries(self, rule_ids: list[str]) -> dict[str, float]:
+        """When the newest delivery of each rule arrived (its export job's creation), from the job queue."""
+        if not rule_ids:
+            return {}
+        marks = ",".join("?" * len(rule_ids))
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT json_extract(payload, '$.rule_id') AS rule_id, MAX(created_at) AS at "
+                                f"FROM jobs WHERE kind = 'export' AND json_extract(payload, '$.rule_id') IN ({marks}) "
+                                "GROUP BY 1", rule_ids).fetchall()
+        return {r["rule_id"]: r["at"] for r in rows}
+
     def add_recovered(self, key: str, n: int) -> None:
         with self.db.tx() as conn:
             conn.execute("UPDATE langsmith_rules SET recovered = recovered + ? WHERE key = ?", (n, key))

@@ -241,3 +241,47 @@ def test_the_sandbox_delivers_runs_traced_with_the_sdk(hub, smith, make_bridge, 
     finally:
         smith.rules.stop()
         app.close()
+
+
+# ---------------------------------------------------------------- the Overview's Wiring panel
+
+
+def test_the_wiring_panel_shows_each_rule_from_the_store(hub, smith, bridge):
+    from bridge.ui.wiring import langsmith_rules_html
+
+    named = smith.create_rule("prod", webhook_url="https://elsewhere.example.com/other", name="ops rule")
+    extra = (f'  - repo: "acme/named"\n    rule_id: "{named["id"]}"\n    presets: [runs]\n'
+             '  - repo: "acme/late"\n    rule: {project: prod}\n')
+    runtime = bridge(rule_config().replace("reconcile_minutes", extra + "reconcile_minutes"))
+    before = langsmith_rules_html(runtime)
+    assert before.count("not checked yet") == 3 and "ops rule" not in before  # from bridge.yaml alone
+    check(runtime)
+    seed_finished(smith, 4)
+    smith.apply_rules()
+    smith.rules.rules[named["id"]]["is_enabled"] = False
+    restarted = bridge(rule_config().replace("reconcile_minutes", extra + "reconcile_minutes"))
+    check(restarted)
+    html = langsmith_rules_html(restarted)
+    assert NAME in html and "ops rule" in html and "managed by the bridge" in html and "named in bridge.yaml" in html
+    assert "<td>4</td>" in html  # recovered from the log
+    assert "disabled in LangSmith" in html and "⏸️ disabled" in html
+    assert SECRET not in html and "never" in html  # no delivery ever reached the (down) bridge
+    summary = langsmith_rules_html(restarted, detailed=False)
+    assert "3 rule(s), 1 with a problem" in summary and NAME not in summary
+
+
+@pytest.mark.parametrize("entry, words", [
+    ('rule_id: "r1"\n    rule: {project: prod}', "either rule_id"),
+    ("presets: [runs]", "either rule_id"),
+    ("rule: {project: prod, sampling_rate: 1.5}", "less than or equal to 1"),
+    ("rule: {filter: 'eq(a, 1)'}", "project"),
+])
+def test_bad_rule_entries_are_refused_with_the_key(tmp_path, entry, words):
+    from bridge.errors import ConfigError
+    from bridge.settings import load_config
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text(f'exports:\n  - repo: "acme/x"\n    {entry}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert words in str(caught.value) and "exports[0]" in str(caught.value)
