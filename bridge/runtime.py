@@ -61,7 +61,11 @@ class Runtime:
 
         self.reachable_url, self.url_known = url, True
         self.public_url = url or shown
-        rules.schedule(self, "at start")
+        config = self.settings.config
+        managed = any(t.rule is not None for t in config.exports)
+        # Named rules' logs are read at start only when reconciling is on (reconcile_minutes: 0 turns it off).
+        if managed or (config.reconcile_minutes > 0 and any(t.rule_id not in (None, "*") for t in config.exports)):
+            rules.schedule(self, "at start")
 
     def start_workers(self) -> None:
         self.schedule_startup_jobs()
