@@ -238,6 +238,13 @@ def test_the_sandbox_delivers_runs_traced_with_the_sdk(hub, smith, make_bridge, 
         assert {e["webhooks"]["outcome"] for e in log} == {"success"}
         rows = {r["run_id"]: r for r in read_rows(hub)}
         assert "reset my password" in rows[ids[0]]["inputs"] and "Settings" in rows[ids[0]]["outputs"]
+        from bridge.ui.wiring import langsmith_rules_html
+
+        assert langsmith_rules_html(runtime).count("never") == 1  # a delivery received; the log not read since
+        job_id = rules.schedule(runtime, "test")
+        wait_for(lambda: runtime.store.get(job_id).state == "succeeded", timeout=30, what="the rules check")
+        html = langsmith_rules_html(runtime)
+        assert "never" not in html and "✅ enabled" in html and "<td>0</td>" in html  # nothing was missing
     finally:
         smith.rules.stop()
         app.close()
@@ -285,3 +292,103 @@ def test_bad_rule_entries_are_refused_with_the_key(tmp_path, entry, words):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert words in str(caught.value) and "exports[0]" in str(caught.value)
+
+
+# ---------------------------------------------------------------- the emulator's rules API and delivery rules
+
+
+class Receiver:
+    """A webhook receiver on loopback answering the statuses it is given, one per request (then 200)."""
+
+    def __init__(self, statuses: list, delay: float = 0.0) -> None:
+        import http.server
+        import threading
+
+        self.statuses, self.delay, self.hits = list(statuses), delay, []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                import time
+
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.hits.append(dict(self.headers))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("statuses, delay, posts, outcome", [
+    ([200], 0.0, 1, "success"),
+    ([404], 0.0, 1, "error"),            # a 4xx is final
+    ([503, 502], 0.0, 3, "success"),     # a 5xx is retried, up to 2 times
+    ([500, 500, 500], 0.0, 3, "error"),
+    ([200], 0.5, 1, "error"),            # a reply slower than the timeout is a failure, not retried
+])
+def test_the_emulator_delivers_with_langsmiths_rules(smith, statuses, delay, posts, outcome):
+    smith.create_project("prod")
+    receiver = Receiver(statuses, delay)
+    smith.rules.timeout, smith.rules.retry_pause = 0.3, 0.01
+    try:
+        rule = smith.create_rule("prod", webhook_url=receiver.url, headers={"X-Webhook-Secret": SECRET})
+        seed_finished(smith, 2)
+        assert smith.apply_rules() == 2 and smith.apply_rules() == 0  # each run once per rule
+        [first, second] = smith.rules.log(rule["id"], None, None, 720, 0)
+        assert first["webhooks"]["outcome"] == outcome and first["run_session_id"] == rule["session_id"]
+        assert len(receiver.hits) == posts and receiver.hits[0]["X-Webhook-Secret"] == SECRET
+    finally:
+        receiver.close()
+
+
+def test_the_emulator_retries_a_refused_connection_twice(smith):
+    smith.create_project("prod")
+    smith.rules.retry_pause = 0.01
+    rule = smith.create_rule("prod", webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    seed_finished(smith, 1)
+    smith.apply_rules()
+    [entry] = smith.rules.log(rule["id"], None, None, 720, 0)
+    assert entry["webhooks"]["outcome"] == "error" and entry["webhooks"]["payload"][0]["error"] == "connection failed"
+
+
+def test_the_emulator_applies_runs_that_arrive_after_the_rule_only(smith):
+    smith.create_project("prod")
+    before = seed_finished(smith, 3)
+    rule = smith.create_rule("prod", filter='eq(run_type, "llm")')
+    after = seed_finished(smith, 2, first=5)
+    smith.add_run({"name": "tool", "run_type": "tool", "session_name": "prod", "start_time": "2026-11-20T10:00:00",
+                   "end_time": "2026-11-20T10:00:01"})
+    smith.add_run({**chat_run(9), "session_name": "prod", "end_time": None})  # still running: not yet
+    assert smith.apply_rules() == 2
+    assert {e["run_id"] for e in smith.rules.log(rule["id"], None, None, 720, 0)} == set(after)
+    assert not set(before) & {e["run_id"] for e in smith.rules.log(rule["id"], None, None, 720, 0)}
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/api/v1/runs/rules", {"sampling_rate": 1}, 422),                       # display_name required
+    ("POST", "/api/v1/runs/rules", {"display_name": "x", "sampling_rate": 2}, 422),  # 0..1
+    ("POST", "/api/v1/runs/rules", {"display_name": "x", "sampling_rate": 1}, 422),  # session_id xor dataset_id
+    ("GET", "/api/v1/runs/rules/00000000-0000-4000-8000-000000000009/logs?limit=721", None, 400),
+    ("GET", "/api/v1/runs/rules/00000000-0000-4000-8000-000000000009/last_applied", None, 404),
+    ("PATCH", "/runs/rules/00000000-0000-4000-8000-000000000009", {"display_name": "x", "sampling_rate": 1}, 404),
+])
+def test_the_emulator_rules_api_refuses_what_langsmith_refuses(smith, method, path, body, status):
+    import requests
+
+    from conftest import LS_KEY
+
+    answer = requests.request(method, smith.url + path, json=body, headers={"x-api-key": LS_KEY}, timeout=5)
+    assert answer.status_code == status, answer.text

@@ -57,6 +57,7 @@ class RuleBook:
         self.seen: dict[str, set[str]] = {}
         self.http = requests.Session()
         self.http.trust_env = False
+        self.timeout, self.retry_pause = DELIVERY_TIMEOUT, 0.2  # tests shorten both
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -197,19 +198,19 @@ class RuleBook:
         headers = {"Content-Type": "application/json", **(hook.get("headers") or {})}
         for attempt in range(RETRIES + 1):
             try:
-                response = self.http.post(hook["url"], data=body, headers=headers, timeout=DELIVERY_TIMEOUT)
-            except requests.Timeout:
-                return {"url": hook["url"], "outcome": "error", "error": "timed out after 5 s"}
+                response = self.http.post(hook["url"], data=body, headers=headers, timeout=self.timeout)
+            except requests.ReadTimeout:  # a slow reply is final; a connect timeout is a connection failure
+                return {"url": hook["url"], "outcome": "error", "error": f"no answer within {self.timeout:g} s"}
             except requests.ConnectionError:
                 if attempt == RETRIES:
                     return {"url": hook["url"], "outcome": "error", "error": "connection failed"}
-                time.sleep(0.2 * 2 ** attempt)
+                time.sleep(self.retry_pause * 2 ** attempt)
                 continue
             if response.status_code < 500 or attempt == RETRIES:
                 ok = response.status_code < 400
                 return {"url": hook["url"], "outcome": "success" if ok else "error",
                         "status_code": response.status_code}
-            time.sleep(0.2 * 2 ** attempt)
+            time.sleep(self.retry_pause * 2 ** attempt)
         raise AssertionError("unreachable")
 
 
