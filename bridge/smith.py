@@ -174,7 +174,8 @@ class Smith:
         if not self.api_key:
             raise MissingCredential("LANGSMITH_API_KEY is not set: it is needed to talk to LangSmith")
         if self._generated is None:
-            http = httpx.Client(timeout=httpx.Timeout(self.timeout), follow_redirects=True)
+            # No redirects: httpx would carry the X-API-Key header to wherever one points.
+            http = httpx.Client(timeout=httpx.Timeout(self.timeout), follow_redirects=False)
             if self.on_http_client:
                 self.on_http_client(http)
             self._generated = GeneratedClient(api_key=self.api_key, tenant_id=self.workspace_id,

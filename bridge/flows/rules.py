@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..formats.runs_v2 import EXPORT_SELECTS
-from ..rule_state import RuleStates, fingerprint, managed_key, named_key
+from ..rule_state import fingerprint, managed_key, named_key
 from ..settings import ExportTarget
 from .exports import export_runs, new_counts, sync_exported
 
