@@ -392,3 +392,14 @@ def test_the_emulator_rules_api_refuses_what_langsmith_refuses(smith, method, pa
 
     answer = requests.request(method, smith.url + path, json=body, headers={"x-api-key": LS_KEY}, timeout=5)
     assert answer.status_code == status, answer.text
+
+
+def test_an_update_keeps_what_a_person_added_to_the_bridges_rule(smith, bridge):
+    check(bridge(rule_config('eq(run_type, "llm")')))
+    [rule] = smith.rules.rules.values()
+    rule["webhooks"].append({"url": "https://alerts.example.com/hook", "headers": {}})
+    rule["add_to_dataset_id"] = "00000000-0000-4000-8000-0000000000d5"
+    assert check(bridge(rule_config('eq(run_type, "chain")')))["managed"][0]["action"] == "updated (filter)"
+    [rule] = smith.rules.rules.values()
+    assert [w["url"] for w in rule["webhooks"]] == [bridge.url + "/webhooks/langsmith", "https://alerts.example.com/hook"]
+    assert rule["add_to_dataset_id"] == "00000000-0000-4000-8000-0000000000d5" and rule["filter"] == 'eq(run_type, "chain")'

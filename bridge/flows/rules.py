@@ -20,6 +20,7 @@ import hmac
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import UpstreamError
 from ..formats.runs_v2 import EXPORT_SELECTS
@@ -38,6 +39,9 @@ NO_URL = ("no public URL: nothing outside can reach this bridge (set BRIDGE_PUBL
 NO_SECRET = ("no secret: LANGSMITH_WEBHOOK_SECRET is not set, and the bridge does not create a rule that anyone "
              "could imitate; set it and the rule is created at the next check")
 DISABLED = "disabled in LangSmith: left as it is (enable it there to receive runs again)"
+# What a person may have added to the bridge's rule in LangSmith; an update (the whole rule) carries it over.
+KEPT_ON_UPDATE = ("trace_filter", "tree_filter", "group_by", "backfill_from", "add_to_dataset_id",
+                  "add_to_annotation_queue_id", "evaluator_id", "extend_only", "transient", "include_extended_stats")
 
 
 def schedule(runtime: Any, subject: str) -> int:
@@ -87,13 +91,18 @@ def find_ours(smith: Any, state: dict, project_id: str, name: str, hook_url: str
     return None
 
 
+def is_ours(hook: dict) -> bool:
+    """A webhook to some bridge's LangSmith endpoint (this one's, or its URL before it moved)."""
+    return urlsplit(str(hook.get("url") or "")).path.rstrip("/").endswith(WEBHOOK_PATH)
+
+
 def differences(rule: dict, want: dict, secret: str, known_fingerprint: str | None) -> list[str]:
     found = []
     if (rule.get("filter") or None) != want.get("filter"):
         found.append("filter")
     if abs(float(rule.get("sampling_rate") or 0) - want["sampling_rate"]) > 1e-9:
         found.append("sampling rate")
-    hooks = rule.get("webhooks") or []
+    hooks = [w for w in rule.get("webhooks") or [] if is_ours(w)]
     if [w.get("url") for w in hooks] != [want["webhooks"][0]["url"]]:
         found.append("webhook URL")
     shown = {k.lower(): v for w in hooks for k, v in (w.get("headers") or {}).items()}.get(SECRET_HEADER.lower())
@@ -146,7 +155,9 @@ def apply_rule(rt: Any, rule: dict | None, want: dict, known_fingerprint: str | 
     if not changed:
         return "unchanged", rule
     log.info("updating LangSmith rule %s: %s changed", rule["id"], ", ".join(changed))
-    return "updated (" + ", ".join(changed) + ")", rt.smith.update_rule(rule["id"], want)
+    body = {**{k: rule[k] for k in KEPT_ON_UPDATE if rule.get(k) is not None}, **want,
+            "webhooks": want["webhooks"] + [w for w in rule.get("webhooks") or [] if not is_ours(w)]}
+    return "updated (" + ", ".join(changed) + ")", rt.smith.update_rule(rule["id"], body)
 
 
 def check_named(rt: Any, rule_id: str, targets: list[ExportTarget]) -> None:
