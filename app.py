@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     # Webhook acknowledgements wait for the GIL whenever a job is mapping rows; at Python's default 5 ms a 2 ms
     # acknowledgement took 50-200 ms under load (bench/ack.py). Shorter slices cost CPU-bound jobs about 1%.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    runtime.reachable_url = settings.reachable_url(ui.share_url, ui.local_url, sandbox=bool(sandbox))
-    runtime.public_url = runtime.reachable_url or ui.local_url.rstrip("/")
+    runtime.set_reachable_url(settings.reachable_url(ui.share_url, ui.local_url, sandbox=bool(sandbox)),
+                              ui.local_url.rstrip("/"))
     hub_webhook.schedule_at_start(runtime)  # now that the URL the Hub can call is known
     print_urls(runtime, ui.local_url)
     if sandbox:

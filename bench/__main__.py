@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only ack,upload,export,latency] [--out bench/results.md]`
+"""`python -m bench [--quick] [--only ack,upload,export,latency,backfill] [--out bench/results.md]`
 
 Runs every benchmark, prints one table, and writes the Markdown for the README's "Performance" section (a full run
 writes bench/results.md; a --quick run only prints unless --out is given).
@@ -17,11 +17,11 @@ from pathlib import Path
 
 os.environ["LANGSMITH_TRACING"] = "false"  # the baseline and the emulators' SDK-facing code must never trace
 
-from . import ROOT, ack, exports, payloads, upload  # noqa: E402
+from . import ROOT, ack, backfill, exports, payloads, upload  # noqa: E402
 from .report import Report, machine  # noqa: E402
 from .stack import USER, start_bare, stack  # noqa: E402
 
-ALL = ("ack", "upload", "export", "latency")
+ALL = ("ack", "upload", "export", "latency", "backfill")
 LATENCY = 0.05
 
 
@@ -39,11 +39,12 @@ class Sizes:
     latency_bridge_deliveries: int = 10   # +50 ms per upstream call: fewer, and said so in the table
     latency_baseline_deliveries: int = 10
     latency_repeats: int = 1
+    backfill_runs: int = 10_000           # one project's runs, back-filled through the v2 runs API
 
 
 QUICK = Sizes(rounds=1, c1_requests=40, c32_per_worker=4, warmup=1, upload_rows=2_000, bg_deliveries=10,
               bg_upload_rows=2_000, export_deliveries=10, export_repeats=1, latency_bridge_deliveries=2,
-              latency_baseline_deliveries=2)
+              latency_baseline_deliveries=2, backfill_runs=2_500)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +96,10 @@ def notes(report: Report, sizes: Sizes, chosen: set[str]) -> None:
                     "POST /runs/query is 15 per 10 s.")
         report.note("Feedback: a user_score on every run and a correction on every third (133 items per 100 runs); "
                     "GET /feedback returns at most 100 items per page, so 100 runs need 2 pages.")
+    if "backfill" in chosen:
+        report.note("Back-fill: the bridge in the benchmark's process (its 2 job workers) back-fills one project's "
+                    "runs (every preset, rate limits ON) through the v2 runs API: 1000 runs per POST "
+                    "/api/v2/runs/query, only the fields an export reads; the v1 API pages 100 at a time.")
     if "latency" in chosen:
         report.note(f"Latency: {LATENCY * 1000:.0f} ms added to every request the emulators receive "
                     "(Recorder.latency), for the bridge and the baseline alike, on "
@@ -124,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if "latency" in chosen:
         step(f"4 export with +{LATENCY * 1000:.0f} ms per upstream call")
         exports.run(sizes, report, latency=LATENCY)
+    if "backfill" in chosen:
+        step(f"5 back-fill of {sizes.backfill_runs:,} runs")
+        backfill.run(sizes.backfill_runs, report)
     notes(report, sizes, chosen)
     elapsed = time.time() - started
     print(report.console(facts))

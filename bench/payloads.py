@@ -114,6 +114,7 @@ def bridge_config(export_repo: str, flush_seconds: float = 5) -> str:
     config["reconcile_minutes"] = 0
     config["experiments"][0]["repo"] = "bench-user/*-evals"
     config["experiments"][0].pop("eval_results", None)  # the demo's model and benchmark repos are not seeded here
+    config["exports"][0].pop("rule", None)  # the demo's managed rule: the benchmarks deliver as a named rule
     config["exports"][0].update(rule_id=RULE_ID, repo=export_repo, flush_seconds=flush_seconds,
                                 max_rows_per_commit=MAX_ROWS_PER_COMMIT)
     return yaml.safe_dump(config, sort_keys=False)

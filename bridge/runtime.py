@@ -39,6 +39,8 @@ class Runtime:
     pool: WorkerPool | None = None
     public_url: str | None = None  # shown to people (the local URL when nothing else is known)
     reachable_url: str | None = None  # what upstreams can call back; None when nothing outside can reach us
+    url_known: bool = False  # reachable_url is decided (after launch): managed rules wait for it
+    rule_states: Any = None  # rule_state.RuleStates: the LangSmith rules, for the Wiring panel
     extras: dict[str, Any] = field(default_factory=dict)
 
     def webhook_urls(self) -> dict[str, str]:
@@ -53,6 +55,19 @@ class Runtime:
         reconcile.schedule_at_start(self)
         housekeeping.schedule_next(self, at_start=True)
 
+    def set_reachable_url(self, url: str | None, shown: str | None) -> None:
+        """Once launched: the URL upstreams can reach (None: nothing outside can), and a check of the LangSmith
+        rules the bridge manages, which needed it."""
+        from .flows import rules
+
+        self.reachable_url, self.url_known = url, True
+        self.public_url = url or shown
+        config = self.settings.config
+        managed = any(t.rule is not None for t in config.exports)
+        # Named rules' logs are read at start only when reconciling is on (reconcile_minutes: 0 turns it off).
+        if managed or (config.reconcile_minutes > 0 and any(t.rule_id not in (None, "*") for t in config.exports)):
+            rules.schedule(self, "at start")
+
     def start_workers(self) -> None:
         self.schedule_startup_jobs()
         self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
@@ -66,6 +81,8 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     from .flows import handlers  # flows import the clients; keep them out of the web layer's imports
+    from .flows.rules import restore_rule_ids
+    from .rule_state import RuleStates
 
     metrics = Metrics()
     install_timeout(settings.request_timeout, lambda client: instrument_httpx_client(client, "hub", metrics))
@@ -78,10 +95,14 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings, store, Hub(settings.hf_endpoint, secret),
                       Smith(settings.langsmith_endpoint, key, settings.langsmith_workspace_id,
                             settings.request_timeout, settings.langsmith_web_url, metrics.session_hook,
-                            lambda status: metrics.upstream("objects", status), settings.config.object_hosts),
+                            lambda status: metrics.upstream("objects", status),
+                            lambda client: instrument_httpx_client(client, "langsmith", metrics),
+                            object_hosts=settings.config.object_hosts),
                       metrics=metrics.watch(store))
     runtime.handlers = handlers()
     runtime.ledger = Ledger(store)
+    runtime.rule_states = RuleStates(store.db, store.clock)
+    restore_rule_ids(runtime)
     if settings.trace_project:
         from .tracing import Tracer
 

@@ -128,6 +128,25 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 4: what the bridge knows of each LangSmith automation rule it takes deliveries from (rule_state.py).
+    """
+CREATE TABLE IF NOT EXISTS langsmith_rules (
+    key TEXT PRIMARY KEY,
+    managed INTEGER NOT NULL,
+    repos TEXT NOT NULL,
+    rule_id TEXT,
+    name TEXT,
+    project TEXT,
+    enabled INTEGER,
+    problem TEXT,
+    secret_fingerprint TEXT,
+    checked_at REAL,
+    log_since TEXT,
+    log_status TEXT,
+    last_applied TEXT,
+    recovered INTEGER NOT NULL DEFAULT 0
+);
+    """,
 )
 
 

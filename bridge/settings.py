@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 from .formats.redact import compile_rules
@@ -111,8 +112,21 @@ class Backfill(_Strict):
     lookback_minutes: float = Field(default=60, ge=0)
 
 
+class ManagedRule(_Strict):
+    """A LangSmith automation rule the bridge creates and keeps in line with this entry (see flows/rules.py)."""
+
+    project: str = Field(min_length=1)
+    filter: str | None = None
+    sampling_rate: float = Field(default=1.0, ge=0, le=1)
+    name: str | None = None  # display name; "hub-langsmith-bridge: <repo>" when left out
+
+
+MANAGED_NAME = "hub-langsmith-bridge: {repo}"
+
+
 class ExportTarget(_Strict):
-    rule_id: str
+    rule_id: str | None = None
+    rule: ManagedRule | None = None
     repo: str
     private: bool = True
     presets: list[Literal[PRESETS]] = Field(default_factory=lambda: ["runs"])  # type: ignore[valid-type]
@@ -131,6 +145,28 @@ class ExportTarget(_Strict):
         if value.count("/") != 1 or not all(value.split("/")) or any(c in value for c in "*?[]"):
             raise ValueError(f"expected a dataset repo id 'owner/name', got {value!r}")
         return value
+
+    # The id of a managed rule, once found or created in LangSmith (the entry itself stays frozen).
+    _managed: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "ExportTarget":
+        if (self.rule_id is None) == (self.rule is None):
+            raise ValueError("give either rule_id (a rule you manage in LangSmith) or rule (one the bridge "
+                             "creates and keeps), not both and not neither")
+        return self
+
+    @property
+    def rule_name(self) -> str | None:
+        return None if self.rule is None else (self.rule.name or MANAGED_NAME.format(repo=self.repo))
+
+    @property
+    def current_rule_id(self) -> str | None:
+        """The rule whose deliveries this entry takes: the named one, or the managed one once it is known."""
+        return self.rule_id or self._managed.get("id")
+
+    def set_managed_rule_id(self, rule_id: str | None) -> None:
+        self._managed["id"] = rule_id
 
     @field_validator("presets")
     @classmethod
@@ -178,7 +214,7 @@ class BridgeConfig(_Strict):
 
     def exports_for(self, rule_id: str) -> list[ExportTarget]:
         """One target per dataset repo that `rule_id` writes to: entries sharing a repo are merged."""
-        matching = [t for t in self.exports if t.rule_id in ("*", rule_id)]
+        matching = [t for t in self.exports if t.current_rule_id in ("*", rule_id)]
         repos = dict.fromkeys(t.repo for t in matching)
         return [merge_targets([t for t in matching if t.repo == repo]) for repo in repos]
 

@@ -4,7 +4,13 @@ Retries are accounted for once: the SDK's HTTP adapter retries only idempotent m
 POSTs (upload-experiment, runs/query, feedback tokens) are retried by the job queue, whose every attempt re-checks
 what already exists. That way a POST is never silently sent twice by two layers of retries.
 
-`smith_errors()` is the one place that turns what the SDK raises into `UpstreamError`.
+Runs are read through LangSmith's v2 runs API (`POST /api/v2/runs/query`, the SDK's generated sync client
+`langsmith._client.Langsmith`): up to 1000 runs per request, only the fields an export needs. A server without it
+(self-hosted before v0.16) answers 404 there; the first run read then switches this process to the v1 routes for
+good (`runs_api` says which is in use, for the Settings page).
+
+`smith_errors()` is the one place that turns what the SDK raises (its v1 client's `LangSmithError` family and the
+generated client's `langsmith._exceptions` family) into `UpstreamError`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import logging
 import threading
 import time
 import warnings
@@ -20,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
+from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
@@ -27,12 +35,21 @@ import certifi
 import requests
 import urllib3
 from langsmith import Client
+from langsmith import _exceptions as v2_errors
 from langsmith import utils as ls_utils
+from langsmith._client import Langsmith as GeneratedClient
+from langsmith._httpx import httpx  # the HTTP library the generated client is built on (httpx2 or httpx)
+from langsmith.client import _get_openapi_base_url
 from urllib3.util import Retry
 
 from .errors import MissingCredential, UpstreamError, is_transient_status, parse_retry_after
+from .formats.runs_v2 import EXPORT_SELECTS, PAYLOAD_SELECTS, webhook_shape
+
+log = logging.getLogger("bridge.smith")
 
 TARGET = "LangSmith"
+V2_PAGE = 1000  # the v2 run query's largest page, also its most ids per request
+ALL_TIME = "1970-01-01T00:00:00+00:00"  # v2 queries default to the last day; an explicit lower bound is all time
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # The SDK treats a missing /info as "old server" and caches it; an explicit one avoids a request and surprises.
 INFO = {"version": "", "instance_flags": {}}
@@ -69,12 +86,36 @@ def _response_message(response: requests.Response) -> str:
     return str(body)[:500]
 
 
+def _v2_body_message(exc: v2_errors.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("error") or body.get("message") or body)[:500]
+    return (str(body) if body else exc.response.reason_phrase or f"status {exc.status_code}")[:500]
+
+
+def v2_error(action: str, exc: v2_errors.LangsmithError) -> UpstreamError:
+    """The generated (v2) client's exceptions: a status with its body and `Retry-After`, a timeout, a connection
+    failure (both worth retrying), or an answer that was not what the API promises (not worth retrying)."""
+    if isinstance(exc, v2_errors.APIStatusError):
+        status = exc.status_code
+        return UpstreamError(TARGET, f"{action} failed: {_v2_body_message(exc)}", status=status,
+                             transient=is_transient_status(status),
+                             retry_after=parse_retry_after(exc.response.headers.get("retry-after")))
+    if isinstance(exc, v2_errors.APITimeoutError):
+        return UpstreamError(TARGET, f"{action} failed: no answer in time (timeout)", transient=True)
+    if isinstance(exc, v2_errors.APIConnectionError):
+        return UpstreamError(TARGET, f"{action} failed: connection error", transient=True)
+    return UpstreamError(TARGET, f"{action} failed: LangSmith's answer was not in the expected form")
+
+
 @contextmanager
 def smith_errors(action: str) -> Iterator[None]:
     """Translate SDK exceptions raised while doing `action`. Never copies the SDK's text for connection errors,
     which quotes part of the API key."""
     try:
         yield
+    except v2_errors.LangsmithError as exc:
+        raise v2_error(action, exc) from exc
     except (ls_utils.LangSmithError, requests.RequestException) as exc:
         http = _http_error(exc)
         if http is not None:
@@ -88,6 +129,8 @@ def smith_errors(action: str) -> Iterator[None]:
                                 transient=True) from exc
         if isinstance(exc, ls_utils.LangSmithRateLimitError):
             raise UpstreamError(TARGET, f"{action} failed: rate limited", status=429, transient=True) from exc
+        if isinstance(exc, ls_utils.LangSmithNotFoundError):  # e.g. read_project by name: an empty listing
+            raise UpstreamError(TARGET, f"{action} failed: not found", status=404) from exc
         raise UpstreamError(TARGET, f"{action} failed: {type(exc).__name__}", transient=False) from exc
 
 
@@ -104,12 +147,16 @@ class Smith:
                  timeout: float = 30.0, web_url: str | None = None,
                  on_session: Callable[[requests.Session, str], object] | None = None,
                  on_object_status: Callable[[int | str], object] | None = None,
+                 on_http_client: Callable[[Any], object] | None = None,
                  object_hosts: list[str] | tuple[str, ...] = ()) -> None:
         self.endpoint, self.api_key, self.workspace_id = endpoint.rstrip("/"), api_key, workspace_id
         self.object_hosts = tuple(object_hosts)
         self.timeout, self._web_url, self.on_session = timeout, web_url, on_session
-        self.on_object_status = on_object_status
+        self.on_object_status, self.on_http_client = on_object_status, on_http_client
         self._client: Client | None = None
+        self._generated: GeneratedClient | None = None
+        self.runs_api: str | None = None  # "v2" or "v1" once the first run read has decided; None before
+        self.page_size = V2_PAGE
         self._objects: ObjectFetcher | None = None
         self.query_limiter = RateLimiter(15, 10.0)  # LangSmith cloud: POST /runs/query, 15 per 10 s per key
 
@@ -126,6 +173,22 @@ class Smith:
         return self._client
 
     @property
+    def generated(self) -> GeneratedClient:
+        """The SDK's generated sync client (the v2 API). It retries nothing itself (`max_retries=0`): a run query
+        is retried by the job queue, like every POST here, so two layers of retries never multiply."""
+        if not self.api_key:
+            raise MissingCredential("LANGSMITH_API_KEY is not set: it is needed to talk to LangSmith")
+        if self._generated is None:
+            # No redirects: httpx would carry the X-API-Key header to wherever one points.
+            http = httpx.Client(timeout=httpx.Timeout(self.timeout), follow_redirects=False)
+            if self.on_http_client:
+                self.on_http_client(http)
+            self._generated = GeneratedClient(api_key=self.api_key, tenant_id=self.workspace_id,
+                                              base_url=_get_openapi_base_url(self.endpoint), timeout=self.timeout,
+                                              max_retries=0, http_client=http)
+        return self._generated
+
+    @property
     def objects(self) -> "ObjectFetcher":
         """One fetcher for the process: its connections and threads stay from one export to the next."""
         if self._objects is None:
@@ -136,6 +199,8 @@ class Smith:
     def close(self) -> None:
         if self._objects is not None:
             self._objects.close()
+        if self._generated is not None:
+            self._generated.close()
 
     @property
     def web_url(self) -> str:
@@ -174,17 +239,36 @@ class Smith:
         return f"{self.dataset_url(dataset_id)}/compare?selectedSessions={','.join(experiment_ids)}"
 
     # ---- runs and feedback (batched: never one request per run) ----
-    BATCH = 100
+    BATCH = 100  # v1 run queries, feedback listings and token batches
 
-    def runs_by_id(self, ids: list[str]) -> list[dict]:
-        """Full runs for `ids` with one `POST /runs/query` per 100 ids, paced under LangSmith's 15 per 10 s."""
+    def runs_by_id(self, runs: list[dict], selects: list[str] = PAYLOAD_SELECTS) -> list[dict]:
+        """Runs given by id, in webhook shape: one v2 query per project and 1000 ids (the v2 API needs the project
+        and a start-time window, which webhook runs and rule logs carry); v1: one query per 100 ids."""
+        return self._either(lambda: self._v2_runs_by_id(runs, selects),
+                            lambda: self._v1_runs_by_id([str(r["id"]) for r in runs]))
+
+    def _v2_runs_by_id(self, runs: list[dict], selects: list[str]) -> list[dict]:
+        by_project: dict[str, list[dict]] = {}
+        for run in runs:
+            by_project.setdefault(str(run.get("session_id") or ""), []).append(run)
+        unknown = by_project.pop("", [])
+        if unknown:
+            raise UpstreamError(TARGET, f"cannot read {len(unknown)} run(s) by id without their project")
+        found: list[dict] = []
+        for project_id, members in by_project.items():
+            for batch in batches(members, V2_PAGE):
+                low, high = start_window(batch)
+                found += self._v2_query(f"query {len(batch)} run(s)", project_ids=[project_id],
+                                        ids=[str(r["id"]) for r in batch], min_start_time=low,
+                                        max_start_time=high, page_size=len(batch), selects=selects)[0]
+        return found
+
+    def _v1_runs_by_id(self, ids: list[str]) -> list[dict]:
         found: list[dict] = []
         for batch in batches(ids, self.BATCH):
             self.query_limiter.wait()
             with smith_errors(f"query {len(batch)} run(s)"), warnings.catch_warnings():
-                # list_runs is deprecated for client.runs.query, which needs the v2 API self-hosted and older
-                # instances lack; the v1 route is what every instance serves today.
-                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # v1 is the fallback for servers without v2
                 found += [run.model_dump(mode="json") for run in self.client.list_runs(run_ids=batch, limit=len(batch))]
         return found
 
@@ -194,8 +278,18 @@ class Smith:
 
     def runs_page(self, project_id: str, *, filter: str | None, start_time: str | None,
                   cursor: str | None) -> tuple[list[dict], str | None]:
-        """One page (≤ 100 runs) of a project's runs, and the cursor of the next page. Paged by hand so a back-fill
-        can save its cursor and resume after a restart, and so each page waits for the rate limit."""
+        """One page of a project's runs (v2: `page_size`, 1000; v1: 100) and the cursor of the next page. Paged by
+        hand so a back-fill can save its cursor and resume after a restart, and so each page waits for the rate
+        limit. Without `start_time` the window starts at the epoch (v2 would default to the last day only)."""
+        return self._either(
+            lambda: self._v2_query("query runs", project_ids=[project_id], filter=filter or None,
+                                   min_start_time=start_time or ALL_TIME,
+                                   max_start_time=now_iso(), page_size=self.page_size, cursor=cursor,
+                                   selects=EXPORT_SELECTS),
+            lambda: self._v1_runs_page(project_id, filter, start_time, cursor))
+
+    def _v1_runs_page(self, project_id: str, filter: str | None, start_time: str | None,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
         self.query_limiter.wait()
         with smith_errors("query runs"):
             response = self.client.request_with_retries(
@@ -203,6 +297,63 @@ class Smith:
                                                                                       cursor))})
         body = response.json()
         return body.get("runs", []), (body.get("cursors") or {}).get("next")
+
+    def _v2_query(self, action: str, **params: Any) -> tuple[list[dict], str | None]:
+        """One `POST /api/v2/runs/query`, paced under the run-query rate limit; runs come back in webhook shape."""
+        self.query_limiter.wait()
+        with smith_errors(action):
+            page = self.generated.runs.query(**{k: v for k, v in params.items() if v is not None})
+        return [webhook_shape(run.model_dump(mode="json", exclude_unset=True)) for run in page.items], page.next_cursor
+
+    def _either(self, v2_call: Callable[[], Any], v1_call: Callable[[], Any]) -> Any:
+        """`v2_call()`, unless this process uses v1: decided before, or now, because the server answered 404 on
+        the v2 route before v2 ever worked (once v2 has worked, a 404 is an ordinary error)."""
+        if self.runs_api != "v1":
+            try:
+                found = v2_call()
+            except UpstreamError as exc:
+                if self.runs_api is not None or not _route_missing(exc):
+                    raise
+                log.warning("LangSmith has no v2 runs API (404 on /api/v2/runs/query): this process reads runs "
+                            "through the v1 API, which LangSmith cloud removes after Jan 31, 2027")
+                self.runs_api = "v1"
+            else:
+                self.runs_api = "v2"
+                return found
+        return v1_call()
+
+    # ---- automation rules (not wrapped by the SDK: its session, so auth, workspace and errors apply)
+    RULES = "/runs/rules"
+    LOG_PAGE = 720  # the rule log's largest page
+
+    def _rules_call(self, action: str, method: str, path: str, **request_kwargs: Any) -> Any:
+        with smith_errors(action):
+            response = self.client.request_with_retries(method, path, request_kwargs=request_kwargs)
+        return response.json()
+
+    def rules(self, session_id: str | None = None, rule_id: str | None = None) -> list[dict]:
+        params = {k: v for k, v in (("session_id", session_id), ("id", rule_id)) if v}
+        return self._rules_call("list automation rules", "GET", self.RULES, params=params)
+
+    def create_rule(self, body: dict) -> dict:
+        return self._rules_call("create the automation rule", "POST", self.RULES, data=json.dumps(body),
+                                headers={"Content-Type": "application/json"})
+
+    def update_rule(self, rule_id: str, body: dict) -> dict:
+        """PATCH takes the whole rule: fields left out fall back to their defaults."""
+        return self._rules_call("update the automation rule", "PATCH", f"{self.RULES}/{rule_id}",
+                                data=json.dumps(body), headers={"Content-Type": "application/json"})
+
+    def rule_log(self, rule_id: str, since: str | None) -> list[dict]:
+        """Every entry of a rule's log since `since` (all of it without), most recent first, 720 per request."""
+        entries: list[dict] = []
+        while True:
+            params = {"limit": self.LOG_PAGE, "offset": len(entries), **({"start_time": since} if since else {})}
+            page = self._rules_call("read the automation rule's log", "GET", f"{self.RULES}/{rule_id}/logs",
+                                    params=params)
+            entries += page
+            if len(page) < self.LOG_PAGE:
+                return entries
 
     def feedback_for(self, run_ids: list[str]) -> list[dict]:
         """Every feedback item of `run_ids`, including corrections, in one listing per 100 runs."""
@@ -230,6 +381,32 @@ class Smith:
         """Submits feedback through a presigned URL (no API key needed or sent by the SDK for this call)."""
         with smith_errors("submit feedback"):
             self.client.create_feedback_from_token(url, **fields)
+
+
+def _route_missing(exc: UpstreamError) -> bool:
+    """A 404 that says the route itself is unknown (FastAPI's plain "Not Found"), not that a run or project is."""
+    cause = exc.__cause__
+    if exc.status != 404 or not isinstance(cause, v2_errors.APIStatusError):
+        return False
+    body = cause.body
+    return not isinstance(body, dict) or str(body.get("detail", "Not Found")) == "Not Found"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def start_window(runs: list[dict]) -> tuple[str, str]:
+    """A start-time window holding every run (a second either side); unknown start times widen it to all time."""
+    starts = [_aware(r["start_time"]) for r in runs if r.get("start_time")]
+    if len(starts) < len(runs):
+        return ALL_TIME, now_iso()
+    return (min(starts) - timedelta(seconds=1)).isoformat(), (max(starts) + timedelta(seconds=1)).isoformat()
+
+
+def _aware(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # LangSmith sends naive UTC times
 
 
 def batches(items: list, size: int) -> Iterator[list]:

@@ -66,7 +66,11 @@ def test_signed_deliveries_on_both_endpoints(sandbox_app):
     assert hub.status_code == 200 and hub.json()["status"] == "ignored"
     unsigned = requests.post(base + "/webhooks/hub", json=content_push(), timeout=10)
     assert unsigned.status_code == 401
-    body = {"rule_id": "d75d7417-0c57-4655-88fe-1db3cda3a47a", "runs": [{"id": "4f0c4d6e-1111-4000-8000-000000000001",
+    # the demo's rule is one the bridge created in the sandbox LangSmith: its id is LangSmith's
+    rules = wait_for(lambda: requests.get(creds["LANGSMITH_ENDPOINT"] + "/api/v1/runs/rules", timeout=5,
+                                          headers={"x-api-key": creds["LANGSMITH_API_KEY"]}).json(), timeout=30,
+                     what="the bridge's rule in the sandbox LangSmith")
+    body = {"rule_id": rules[0]["id"], "runs": [{"id": "4f0c4d6e-1111-4000-8000-000000000001",
             "name": "x", "run_type": "llm", "start_time": "2026-11-20T10:00:00", "end_time": "2026-11-20T10:00:01",
             "inputs": {"input": "hi"}, "outputs": {"output": "hello"}}]}
     ls = requests.post(base + "/webhooks/langsmith", json=body, timeout=10,

@@ -35,6 +35,8 @@ DOCS_SHOTS = ROOT / "docs" / "screenshots"
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
 EXPORT_REPO, PROJECT = "sandbox-user/demo-feedback", "demo-support-bot"
+# The demo's rule delivers every new run of PROJECT by itself; the back-fill test's run lives in another project.
+BACKFILL_PROJECT = "ui-backfill"
 JOBS: dict[str, int] = {}  # jobs started by earlier tests, for the Jobs screenshot
 SLOW = 45_000  # ms: a job goes queued -> running -> done in a few seconds; the table refreshes every 3 s
 
@@ -141,13 +143,13 @@ def test_upload_an_experiment_and_follow_its_langsmith_link(page, sandbox):
 
 
 def add_langsmith_run(credentials: dict) -> str:
-    """A new run in the sandbox project, through the real SDK, for the back-fill to find."""
+    """A new run in a project no rule watches, through the real SDK, for the back-fill to find."""
     from langsmith import Client
 
     client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
                     auto_batch_tracing=False)
     run_id, start = str(uuid.uuid4()), datetime.now(timezone.utc) - timedelta(seconds=5)
-    client.create_run(name="ui-browser-test", run_type="llm", id=run_id, project_name=PROJECT,
+    client.create_run(name="ui-browser-test", run_type="llm", id=run_id, project_name=BACKFILL_PROJECT,
                       inputs={"messages": [{"role": "user", "content": "Where is my parcel?"}]},
                       outputs={"generations": [[{"text": "It ships tomorrow."}]]},
                       start_time=start, end_time=start + timedelta(seconds=1))  # synchronous without batching
@@ -172,7 +174,7 @@ def test_backfill_reaches_the_hub_and_review_sends_feedback(page, sandbox):
     run_id = add_langsmith_run(credentials)
     open_tab(page, "Run a job")
     expect(page.locator("#bf-target").get_by_role("combobox")).to_have_value(EXPORT_REPO)
-    field(page, "bf-project").fill(PROJECT)
+    field(page, "bf-project").fill(BACKFILL_PROJECT)
     field(page, "bf-filter").fill('eq(name, "ui-browser-test")')
     before = current_job(page)
     page.locator("#bf-submit").click()

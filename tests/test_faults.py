@@ -72,7 +72,8 @@ CALLS = {
     "hub-commit": Call("hub", "POST", r"/commit/", "export"),
     "hub-comment": Call("hub", "POST", r"/discussions/\d+/comment", "experiments"),
     "ls-upload-experiment": Call("smith", "POST", r"upload-experiment", "experiments"),
-    "ls-runs-query": Call("smith", "POST", r"/runs/query", "export"),
+    "ls-runs-query": Call("smith", "POST", r"/runs/query", "export"),  # the v2 route: /api/v2/runs/query
+    "ls-runs-query-v1": Call("smith", "POST", r"^(/api/v1)?/runs/query$", "export-v1"),  # servers without v2
     "ls-feedback-list": Call("smith", "GET", r"/feedback$", "export"),
     "ls-feedback-tokens": Call("smith", "POST", r"/feedback/tokens$", "export"),
     "ls-object-url": Call("smith", "GET", r"/_objects/", "export"),
@@ -277,11 +278,13 @@ exports:
 """ + JOBS
 
 
-def run_export(case: Case, **env: str) -> list:
+def run_export(case: Case, runs_api: str | None = None, **env: str) -> list:
     """Three runs with offloaded inputs/outputs (object URLs) and one whose inputs LangSmith left out of the
     delivery (one /runs/query), all with feedback and a feedback link each; flushed at once into one commit."""
     repo = f"acme/{case.tag}-feedback"
     case.runtime = rt = case.make(export_config(repo), **env)
+    if runs_api:
+        rt.smith.runs_api = runs_api  # as decided by an earlier 404 on the v2 route
     ids = []
     for i in range(4):
         run = case.smith.add_run(chat_run(i), offload=i < 3)
@@ -321,7 +324,8 @@ def export_state(case: Case) -> dict:
     }
 
 
-SCENARIOS = {"experiments": (run_experiments, experiments_state), "export": (run_export, export_state)}
+SCENARIOS = {"experiments": (run_experiments, experiments_state), "export": (run_export, export_state),
+             "export-v1": (lambda case, **env: run_export(case, runs_api="v1", **env), export_state)}
 
 
 @pytest.fixture(scope="module")

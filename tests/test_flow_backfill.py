@@ -19,6 +19,7 @@ def backfill(runtime, **payload):
 
 def test_backfill_pages_through_a_project(hub, smith, make_bridge):
     runtime = make_bridge(config(presets="[runs]"))
+    runtime.smith.page_size = 100  # v2 pages hold up to 1000; smaller ones keep this test small
     ids = seed_project(smith, 230)
     backfill(runtime)
     jobs = run_jobs(runtime)
@@ -29,6 +30,7 @@ def test_backfill_pages_through_a_project(hub, smith, make_bridge):
 
 def test_backfill_resumes_after_rate_limit_and_never_duplicates(hub, smith, make_bridge):
     runtime = make_bridge(config(presets="[runs]"))
+    runtime.smith.page_size = 100
     ids = seed_project(smith, 250)
     smith.limiter.enabled = True
     smith.set_rate_limit("runs_query", limit=1, window=600)  # page 1 passes, page 2 gets 429

@@ -416,6 +416,7 @@ def test_unauthorised_callers_cannot_use_the_call_route_either(closed_app):
 def test_closed_app_still_serves_the_overview_webhooks_and_health(closed_app):
     overview = closed_app.call("load_overview", [])
     assert overview["success"] and "/webhooks/hub" in overview["text"] and HF not in overview["text"]
+    assert "LangSmith rules" in overview["text"]  # the Wiring panel, open to everybody in its short form
     assert "Overview only" in closed_app.call("who_is_here", [])["text"]
     assert requests.get(closed_app.base + "/healthz", timeout=10).status_code == 200
     assert requests.post(closed_app.base + "/webhooks/hub", data=b"{}", timeout=10).status_code == 401

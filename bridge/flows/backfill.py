@@ -106,7 +106,7 @@ def run_backfill(job: Any, ctx: Any) -> dict:
             runs = finished
         counts["runs"] += len(runs)
         counts["pages"] += 1
-        flush_jobs.update(export_runs(rt, target.rule_id, runs, [target], job, counts, schedule=False))
+        flush_jobs.update(export_runs(rt, target.current_rule_id, runs, [target], job, counts, schedule=False))
         cursor = next_cursor
         cursors.save(job.id, cursor, counts)
         ctx.progress(counts["runs"], counts["runs"] + (100 if cursor else 0), "runs")

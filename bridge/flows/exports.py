@@ -68,10 +68,10 @@ def fetch_objects(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
 
 
 def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
-    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one /runs/query per 100 runs."""
+    """Fills inputs/outputs that LangSmith offloaded: object URLs first, then one run query per 1000 runs."""
     missing = fetch_objects(runtime, runs, counts)
     if missing:
-        fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id([str(r["id"]) for r in missing])}
+        fetched = {str(r["id"]): r for r in runtime.smith.runs_by_id(missing)}
         counts["runs_queried"] += len(missing)
         for run in missing:
             full = fetched.get(str(run["id"]), {})
@@ -207,7 +207,7 @@ def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[
     for target in targets:
         runs = [needed[str(r["id"])] for r in todo[target.repo]]
         with step(f"map rows for {target.repo}", repo=target.repo):
-            rows = rows_for_target(rt, target, rule_id or target.rule_id, runs, feedback, counts)
+            rows = rows_for_target(rt, target, rule_id or target.current_rule_id, runs, feedback, counts)
         # A run a flush committed since `known` was read is not buffered again: `buffer` checks in its transaction.
         counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
 
@@ -339,7 +339,8 @@ def flush_repo(job: Any, ctx: Any) -> dict:
         return {"repo": repo, "note": "no exports entry writes to this repo any more; rows stay buffered"}
     rt.hub.ensure_dataset(repo, target.private)
     counts = {"commits": 0, "runs_committed": 0}
-    rule_ids = sorted({t.rule_id for t in rt.settings.config.exports if t.repo == repo})
+    rule_ids = sorted({t.current_rule_id for t in rt.settings.config.exports
+                       if t.repo == repo and t.current_rule_id})
     for attempt in range(3):
         try:
             while flush_once(rt, target, rule_ids, counts):

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import UpstreamError
 from ..jobs import ACTIVE
 from ..routing import experiment_spec
+from . import rules
 from .backfill import BACKFILL, Cursors, as_utc
 from .exports import resume, sync_repo
 from .hub_webhook import keep_during_reconcile
@@ -103,6 +104,7 @@ def run_reconcile(job: Any, ctx: Any) -> dict:
         webhook = keep_during_reconcile(rt)  # first: a re-enabled webhook's missed pushes are caught up just below
         return {"hub_webhook": webhook.get("action") or webhook.get("why") or webhook.get("problems"),
                 "experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
-                "flush_jobs": resume(rt)}
+                "flush_jobs": resume(rt),
+                "rules_job": rules.schedule(rt, "reconcile")}  # managed rules and gaps from rule logs
     finally:
         schedule_next(rt)

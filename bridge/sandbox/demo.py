@@ -2,8 +2,11 @@
 
 Nothing here needs an account or the network. The state lives in a fresh temporary folder unless
 BRIDGE_STATE_DIR is set. Once the bridge listens it creates its own webhook on the sandbox Hub (as on the real Hub),
-then one push is made and the demo LangSmith rule "fires" once, so both directions show a finished job within
-seconds of starting.
+then one push is made, and once `main`'s experiment exists a pull request that regresses one row. On the LangSmith
+side the bridge creates its own rule (the demo's exports entry uses `rule:`), the sandbox LangSmith runs that rule
+every few seconds like LangSmith does, and a few conversations are traced into the project with the real SDK's
+`@traceable`, so both directions show finished jobs within seconds of starting. Any app pointed at the sandbox
+LangSmith (the console prints LANGSMITH_ENDPOINT and a key) has its traces exported the same way.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import secrets
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import requests
+from langsmith import Client, traceable
+from langsmith.run_helpers import tracing_context
 
 from .hub import HubEmulator
 from .langsmith_emu import LangSmithEmulator
@@ -29,7 +34,7 @@ log = logging.getLogger("bridge.sandbox")
 USER = "sandbox-user"
 EVAL_REPO = f"{USER}/demo-evals"
 EXPORT_REPO = f"{USER}/demo-feedback"
-RULE_ID = "d75d7417-0c57-4655-88fe-1db3cda3a47a"
+RULE_INTERVAL = 2.0  # seconds between two passes of the sandbox LangSmith's rule worker
 PROJECT = "demo-support-bot"
 MODEL = "demo-org/tiny-chat-1b"
 BENCHMARK = "demo-org/demo-qa"  # a benchmark dataset (it has an eval.yaml) with a leaderboard
@@ -44,8 +49,9 @@ experiments:
       benchmarks:
         "demo_qa": {{dataset: {BENCHMARK}, task_id: default, score: exact_match}}
 exports:
-  - rule_id: "{RULE_ID}"
-    repo: "{EXPORT_REPO}"
+  - repo: "{EXPORT_REPO}"
+    rule:  # the bridge creates this rule in the sandbox LangSmith and keeps it
+      project: "{PROJECT}"
     presets: [runs, sft, preference, kto]
     feedback_links: {{keys: [user_score], expires_hours: 168}}
     redact: [emails, secrets]
@@ -89,27 +95,43 @@ def lm_eval_files(day: datetime, model: str, questions: list[tuple[str, str, str
             f"{folder}/results_{stamp}.json": json.dumps(results, indent=2).encode()}
 
 
-def demo_runs(now: datetime) -> list[dict]:
-    conversations = [
-        ("How do I reset my password?", "Go to Settings → Security → Reset password.", 1, None),
-        ("Can I export my data as CSV?", "No, only JSON is supported.", 0, "Yes: Settings → Export → CSV."),
-        ("What are your opening hours?", "We are open 9:00–17:00 CET, Monday to Friday.", 1, None),
-        ("My invoice shows the wrong VAT number, write to me at jane@example.com",
-         "I have forwarded this to billing.", 1, None),
-        ("Is there a mobile app?", "There is no mobile app.", 0, "Yes, for iOS and Android."),
-    ]
-    runs = []
-    for i, (question, answer, score, correction) in enumerate(conversations):
-        start = now - timedelta(minutes=30 - i)
-        runs.append({"name": "ChatOpenAI", "run_type": "llm", "start_time": start.isoformat(),
-                     "end_time": (start + timedelta(seconds=2)).isoformat(),
-                     "inputs": {"messages": [{"role": "system", "content": "You are a helpful support agent."},
-                                             {"role": "user", "content": question}]},
-                     "outputs": {"generations": [[{"text": answer, "message": {"type": "ai", "data": {"content": answer}}}]]},
-                     "extra": {"metadata": {"ls_model_name": "gpt-4o-mini", "ls_provider": "openai"}},
-                     "tags": ["support", "demo"], "prompt_tokens": 40 + i, "completion_tokens": 12,
-                     "total_tokens": 52 + i, "_feedback": (score, correction)})
-    return runs
+CONVERSATIONS = [  # question, answer, user_score, correction
+    ("How do I reset my password?", "Go to Settings → Security → Reset password.", 1, None),
+    ("Can I export my data as CSV?", "No, only JSON is supported.", 0, "Yes: Settings → Export → CSV."),
+    ("What are your opening hours?", "We are open 9:00–17:00 CET, Monday to Friday.", 1, None),
+    ("My invoice shows the wrong VAT number, write to me at jane@example.com",
+     "I have forwarded this to billing.", 1, None),
+    ("Is there a mobile app?", "There is no mobile app.", 0, "Yes, for iOS and Android."),
+]
+
+
+@traceable(run_type="llm", name="ChatOpenAI", tags=["support", "demo"],
+           metadata={"ls_model_name": "gpt-4o-mini", "ls_provider": "openai"})
+def support_bot(messages: list[dict], answer: str) -> dict:
+    """Stands in for a chat model: what LangSmith records for one LangChain ChatOpenAI call."""
+    return {"generations": [[{"text": answer, "message": {"type": "ai", "data": {"content": answer}}}]]}
+
+
+def trace_conversations(endpoint: str, api_key: str) -> list[str]:
+    """Traces the demo conversations into the sandbox LangSmith with the SDK's own tracing, then rates them."""
+    client = Client(api_url=endpoint, api_key=api_key)
+    ids = []
+    with tracing_context(enabled=True, client=client, project_name=PROJECT):
+        for question, answer, _, _ in CONVERSATIONS:
+            run_id = str(uuid.uuid4())
+            support_bot([{"role": "system", "content": "You are a helpful support agent."},
+                         {"role": "user", "content": question}], answer, langsmith_extra={"run_id": run_id})
+            ids.append(run_id)
+    client.flush()
+    project_id = client.read_project(project_name=PROJECT).id
+    for run_id, (_, _, score, correction) in zip(ids, CONVERSATIONS):
+        client.create_feedback(run_id, "user_score", score=score, trace_id=run_id, session_id=project_id)
+        if correction:
+            client.create_feedback(run_id, "correction", correction={"output": correction}, trace_id=run_id,
+                                   session_id=project_id)
+    client.flush()
+    client.cleanup()
+    return ids
 
 
 @dataclass
@@ -124,7 +146,8 @@ class Sandbox:
 
     def connect(self, runtime: Any, local_url: str) -> None:
         """Once the bridge has created its webhook on the sandbox Hub (as it would on the real one), makes one push
-        and fires the LangSmith rule once."""
+        and opens a PR; starts the sandbox LangSmith's rule worker and, once the bridge has created its rule, traces
+        the demo conversations."""
         base = local_url.rstrip("/")
         threading.Thread(target=self._demo_traffic, args=(base,), daemon=True, name="sandbox-demo").start()
         print_guide(self, base)
@@ -137,7 +160,8 @@ class Sandbox:
         day = datetime.now(timezone.utc)
         self.hub.commit(EVAL_REPO, lm_eval_files(day, MODEL, QUESTIONS), repo_type="dataset",
                         message="Add demo_qa results", author=USER)
-        self._fire_rule(base)
+        self.smith.rules.start(RULE_INTERVAL)
+        threading.Thread(target=self._trace_when_ruled, daemon=True, name="sandbox-traces").start()
         self._open_pr(day)
 
     def _wait_for_bridge_webhook(self, url: str, timeout: float = 30.0) -> bool:
@@ -148,13 +172,19 @@ class Sandbox:
             time.sleep(0.1)
         return False
 
-    def _fire_rule(self, base: str) -> None:
-        body = self.smith.webhook_payload(RULE_ID, self.run_ids)
+    def _trace_when_ruled(self, timeout: float = 120.0) -> None:
+        """LangSmith applies a rule to runs that arrive after it exists: the traces wait for the bridge's rule."""
+        deadline = time.monotonic() + timeout
+        project = self.smith.store.session_by_name(PROJECT)
+        while not self.smith.rules.list([], project["id"]):
+            if time.monotonic() > deadline:
+                log.warning("the bridge created no LangSmith rule in %.0f s: no demo traces (see the Overview)", timeout)
+                return
+            time.sleep(0.5)
         try:
-            requests.post(f"{base}/webhooks/langsmith", json=body, timeout=10,
-                          params={"secret": self.env["LANGSMITH_WEBHOOK_SECRET"]})
-        except requests.RequestException as exc:
-            log.warning("sandbox LangSmith rule delivery failed: %s", exc)
+            self.run_ids = trace_conversations(self.env["LANGSMITH_ENDPOINT"], self.env["LANGSMITH_API_KEY"])
+        except Exception:  # the demo's traces are a convenience: the bridge keeps running without them
+            log.exception("tracing the demo conversations into the sandbox LangSmith failed")
 
     def _open_pr(self, day: datetime, timeout: float = 120.0) -> None:
         """Once `main`'s experiment exists (the PR is compared with it), a PR whose results regress one row."""
@@ -185,17 +215,8 @@ def seed_benchmark(hub: HubEmulator) -> None:
                repo_type="model", message="Eval results", author="demo-org")
 
 
-def seed_langsmith(smith: LangSmithEmulator) -> list[str]:
-    smith.create_project(PROJECT)
-    ids = []
-    for i, run in enumerate(demo_runs(datetime.now(timezone.utc))):
-        score, correction = run.pop("_feedback")
-        stored = smith.add_run({**run, "session_name": PROJECT}, offload=(i == 2))
-        smith.add_feedback(stored["id"], "user_score", score=score)
-        if correction:
-            smith.add_feedback(stored["id"], "correction", correction={"output": correction}, source_type="app")
-        ids.append(stored["id"])
-    return ids
+def seed_langsmith(smith: LangSmithEmulator) -> None:
+    smith.create_project(PROJECT)  # the managed rule's project must exist; the runs come from tracing
 
 
 def start_sandbox(env: dict[str, str]) -> Sandbox:
@@ -225,16 +246,20 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
                                                                    "LANGSMITH_API_KEY", "WEBHOOK_SECRET",
                                                                    "LANGSMITH_WEBHOOK_SECRET")}, indent=2))
     credentials.chmod(0o600)
-    return Sandbox(root, hub, smith, sandbox_env, config_path, seed_langsmith(smith), handles)
+    seed_langsmith(smith)
+    return Sandbox(root, hub, smith, sandbox_env, config_path, [], handles)
 
 
 def print_guide(sandbox: Sandbox, base: str) -> None:
     print(f"""
 Sandbox ready (no account, no network). State: {sandbox.root}
   Sandbox Hub:       {sandbox.env['HF_ENDPOINT']}  (user {USER}, dataset {EVAL_REPO})
-  Sandbox LangSmith: {sandbox.env['LANGSMITH_ENDPOINT']}  (project {PROJECT}, rule {RULE_ID})
+  Sandbox LangSmith: {sandbox.env['LANGSMITH_ENDPOINT']}  (project {PROJECT}; the bridge creates its rule)
   Config:            {sandbox.config_path}
-One push to {EVAL_REPO} and one LangSmith rule delivery were just sent: watch the Jobs on {base}/
+One push to {EVAL_REPO} was just made and a few conversations are being traced: watch the Jobs on {base}/
+Trace your own app into the sandbox LangSmith and watch its runs reach {EXPORT_REPO}:
+  LANGSMITH_TRACING=true LANGSMITH_ENDPOINT={sandbox.env['LANGSMITH_ENDPOINT']} \\
+  LANGSMITH_API_KEY={sandbox.env['LANGSMITH_API_KEY']} LANGSMITH_PROJECT={PROJECT}
 Push more results with huggingface_hub: HfApi(endpoint=..., token=...) with the values in
   {sandbox.root / 'sandbox-credentials.json'}
 """, flush=True)

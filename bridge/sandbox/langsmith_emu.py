@@ -30,12 +30,14 @@ __all__ = ["LangSmithEmulator", "RATE_LIMITS", "RateLimiter", "rate_rule", "vali
 class LangSmithEmulator:
     """A LangSmith stand-in on loopback. `api_keys=None` accepts any non-empty key; `rate_limits=False` turns the
     limiter off, `rate_limit_scale` multiplies every limit, `set_rate_limit` overrides one rule; `object_urls`
-    chooses absolute or API-root-relative URLs for offloaded run inputs/outputs."""
+    chooses absolute or API-root-relative URLs for offloaded run inputs/outputs; `v2=False` serves no v2 runs API
+    (404 there, like self-hosted LangSmith before v0.16; `v2_enabled` switches it at any time)."""
 
     def __init__(self, api_keys: set[str] | None = None, *, rate_limits: bool = True,
                  tenant_id: str = DEFAULT_TENANT_ID, rate_limit_scale: float = 1.0,
-                 object_urls: str = "absolute") -> None:
+                 object_urls: str = "absolute", v2: bool = True) -> None:
         self.store = Store(tenant_id, object_urls=object_urls)
+        self.store.v2_enabled = v2
         self.limiter = RateLimiter(enabled=rate_limits, scale=rate_limit_scale)
         self.recorder = Recorder(WebPages(Gate(build_app(self.store), api_keys, self.limiter), self.store))
         self.handle: ServerHandle | None = None
@@ -54,11 +56,37 @@ class LangSmithEmulator:
         return self.handle.url
 
     def stop(self) -> None:
+        self.rules.stop()
         if self.handle is not None:
             self.handle.stop()
             self.handle = None
 
+    # ---- automation rules (langsmith_rules.py)
+    @property
+    def rules(self) -> Any:
+        """The rule book: `apply()` runs one pass of the rule worker, `start(interval)` runs them on a thread."""
+        return self.store.rule_book
+
+    def apply_rules(self) -> int:
+        return self.rules.apply()
+
+    def create_rule(self, project: str, *, webhook_url: str | None = None, headers: dict | None = None,
+                    sampling_rate: float = 1.0, filter: str | None = None, name: str = "a person's rule") -> dict:
+        """A rule made by hand in LangSmith's UI (not by the bridge)."""
+        session = self.store.session_by_name(project)
+        hooks = [{"url": webhook_url, "headers": headers or {}}] if webhook_url else []
+        return self.rules.create({"display_name": name, "session_id": session["id"], "sampling_rate": sampling_rate,
+                                  "filter": filter, "webhooks": hooks})
+
     # ---- knobs for tests
+    @property
+    def v2_enabled(self) -> bool:
+        return self.store.v2_enabled
+
+    @v2_enabled.setter
+    def v2_enabled(self, value: bool) -> None:
+        self.store.v2_enabled = value
+
     def set_rate_limit(self, rule: str, *, limit: int, window: float) -> None:
         """Override one rule: "runs_query", "run_read", "feedback_create" or "default"."""
         self.limiter.set(rule, limit=limit, window=window)

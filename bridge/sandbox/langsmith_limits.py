@@ -55,9 +55,10 @@ class RateLimiter:
 
 
 def rate_rule(method: str, path: str) -> str:
-    if method == "POST" and path == "/runs/query":
+    # The v2 routes' limits are not published; they are taken to be the v1 ones they replace.
+    if method == "POST" and path in ("/runs/query", "/api/v2/runs/query"):
         return "runs_query"
-    if method == "GET" and re.fullmatch(r"/runs/[^/]+", path):
+    if method == "GET" and re.fullmatch(r"(/api/v2)?/runs/[^/]+", path):
         return "run_read"
     if method == "POST" and path == "/feedback":
         return "feedback_create"

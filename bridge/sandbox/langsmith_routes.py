@@ -21,6 +21,8 @@ from bridge.sandbox.langsmith_common import API_PREFIX, ApiError, as_uuid, publi
 from bridge.sandbox.langsmith_multipart import decompress, ingest_multipart, parse_multipart
 from bridge.sandbox.langsmith_store import Store
 from bridge.sandbox.langsmith_upload import validate_upload
+from bridge.sandbox.langsmith_rules import RuleBook, RuleRoutes
+from bridge.sandbox.langsmith_v2 import V2Routes
 
 MAX_LIMIT = 100
 INFO = {"version": "0.10.0", "license_expiration_time": None, "instance_flags": {}}
@@ -109,7 +111,8 @@ def query_score(text: str | None) -> Any:
 
 def build_app(store: Store) -> Starlette:
     r = Routes(store)
-    routes = [
+    store.rule_book = RuleBook(store)
+    routes = [*RuleRoutes(store.rule_book).routes(),
         Route("/info", r.info, methods=["GET"]),
         Route("/sessions", r.sessions_list, methods=["GET"]),
         Route("/sessions", r.session_create, methods=["POST"]),
@@ -136,7 +139,7 @@ def build_app(store: Store) -> Starlette:
         Route("/feedback/{feedback_id}", r.feedback_delete, methods=["DELETE"]),
         Route("/_objects/{token}", r.object_read, methods=["GET"]),
     ]
-    return Starlette(routes=[*routes, Mount(API_PREFIX, routes=routes)],
+    return Starlette(routes=[*V2Routes(store).routes(), *routes, Mount(API_PREFIX, routes=routes)],
                      exception_handlers={ApiError: _api_error, HTTPException: _http_error})
 
 

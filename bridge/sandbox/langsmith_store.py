@@ -48,6 +48,7 @@ class Store(RunRecords):
         self.objects: dict[str, bytes] = {}
         self.pending_patches: dict[str, dict] = {}  # a batch may carry a patch before its post
         self.ignored_filters: list[str] = []
+        self.v2_enabled = True  # False: the v2 runs API answers 404, as self-hosted LangSmith before v0.16
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(UTC) + self.clock_offset

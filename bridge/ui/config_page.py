@@ -61,9 +61,21 @@ def problems(runtime: Any) -> list[tuple[str, str]]:
         found.append(("info", "No experiments rules: Hub pushes are ignored (manual uploads still work)."))
     if not config.exports:
         found.append(("info", "No exports targets: LangSmith rule deliveries are ignored."))
+    found += runs_api_notes(runtime.smith.runs_api)
     found += [("info", f"Exports target {t.repo} has no feedback_links: its runs cannot be rated on the Review page.")
               for t in config.exports if t.feedback_links is None]
     return found
+
+
+def runs_api_notes(runs_api: str | None) -> list[tuple[str, str]]:
+    """Which LangSmith runs API this process reads runs through (decided by its first run read)."""
+    if runs_api == "v1":
+        return [("warn", "This LangSmith server has no v2 runs API (it answered 404 there): runs are read through "
+                         "the v1 API, which LangSmith cloud removes after Jan 31, 2027. Self-hosted LangSmith serves "
+                         "v2 from version 0.16; upgrade it, then restart the bridge.")]
+    if runs_api == "v2":
+        return [("info", "Runs are read through LangSmith's v2 runs API (up to 1000 runs per request).")]
+    return []
 
 
 def problems_html(runtime: Any) -> str:

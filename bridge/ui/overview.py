@@ -17,6 +17,7 @@ from ..jobs import SHOWN_STATES
 from .common import on, require, viewer
 from .html import esc, kv, notice, ts
 from .wiring_hub import hub_webhook_html
+from .wiring import langsmith_rules_html
 
 HUB_TO_SMITH = """<h3>🤗 Hub → 🦜 LangSmith</h3>
 <p class="flow">Eval results pushed to a watched repo (lm-evaluation-harness, lighteval, Inspect, promptfoo,
@@ -33,7 +34,9 @@ this webhook itself (<code>hub_webhook:</code> in <code>bridge.yaml</code>). By 
 <li>Watch the users, organisations or repos that hold your eval results; domain <b>Repo</b> (content changes).</li>
 <li>Paste the URL above and set <b>Secret</b> to the value of <code>WEBHOOK_SECRET</code>.</li></ol>"""
 
-SMITH_STEPS = """<ol class="steps">
+SMITH_STEPS = """<p>The easy way: give an <code>exports</code> entry in <code>bridge.yaml</code> a <code>rule:</code>
+(project, filter, sampling rate) and the bridge creates the rule in LangSmith and keeps it (see Wiring below). By
+hand instead:</p><ol class="steps">
 <li>In LangSmith open a tracing project → <b>Automations → Add rule</b>, with the filter and sampling you want.</li>
 <li>Choose the <b>Webhook</b> action and paste the URL above, replacing the placeholder with
 <code>LANGSMITH_WEBHOOK_SECRET</code> (or send it as an <code>X-Webhook-Secret</code> header).</li>
@@ -91,6 +94,12 @@ def open_endpoints(settings: Any) -> list[str]:
             for name, value, path in pairs if value is None]
 
 
+def wiring_html(runtime: Any, detailed: bool) -> str:
+    """The Wiring panel: how each upstream is connected to the bridge, from what the flows recorded."""
+    return (f'<div id="hub-webhook-state">{hub_webhook_html(runtime, detailed)}</div>'
+            f'<div id="langsmith-rules-state">{langsmith_rules_html(runtime, detailed)}</div>')
+
+
 def setup_notes(runtime: Any) -> str:
     warnings = [notice(f"⚠️ {w}", "warn") for w in open_endpoints(runtime.settings)]
     policy = access.current_policy(runtime)
@@ -118,7 +127,6 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
         with gr.Column(elem_classes="card"):
             gr.HTML('<h3>Hub webhook</h3>')
             hub_url = gr.Textbox(label="URL", buttons=["copy"], interactive=False, elem_id="hub-url")
-            hub_wiring = gr.HTML(elem_id="hub-webhook-state")
             gr.HTML(HUB_STEPS)
         with gr.Column(elem_classes="card"):
             gr.HTML('<h3>LangSmith webhook</h3>')
@@ -138,15 +146,20 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
         with gr.Column(elem_classes="card"):
             gr.HTML('<h3>Setup</h3>')
             notes = gr.HTML(elem_id="setup-notes")
+    with gr.Row(equal_height=False):
+        with gr.Column(elem_classes="card"):
+            gr.HTML('<h3>Wiring</h3>')
+            wiring = gr.HTML(elem_id="wiring")
 
     def load_overview(request: gr.Request, profile: gr.OAuthProfile | None) -> tuple:
         urls = runtime.webhook_urls()
         detailed = viewer(runtime, request, profile).allowed
         return (urls["hub"], urls["langsmith"], credentials_html(runtime.settings), activity_html(runtime, detailed),
-                setup_notes(runtime), hub_webhook_html(runtime, detailed))
+                setup_notes(runtime), wiring_html(runtime, detailed))
 
-    def refresh_activity(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
-        return activity_html(runtime, viewer(runtime, request, profile).allowed)
+    def refresh_activity(request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[str, str]:
+        detailed = viewer(runtime, request, profile).allowed
+        return activity_html(runtime, detailed), wiring_html(runtime, detailed)
 
     def check_hub(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
         require(runtime, request, profile, "Hub connection check")
@@ -158,9 +171,5 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
 
     on(hub_check.click, check_hub, None, check_result)
     on(smith_check.click, check_langsmith, None, check_result)
-    on(timer.tick, refresh_activity, None, activity, show_progress="hidden")
-    def refresh_hub_webhook(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
-        return hub_webhook_html(runtime, viewer(runtime, request, profile).allowed)
-
-    on(timer.tick, refresh_hub_webhook, None, hub_wiring, show_progress="hidden")
-    return {"load": (load_overview, [hub_url, smith_url, credentials, activity, notes, hub_wiring])}
+    on(timer.tick, refresh_activity, None, [activity, wiring], show_progress="hidden")
+    return {"load": (load_overview, [hub_url, smith_url, credentials, activity, notes, wiring])}
