@@ -8,9 +8,9 @@ from collections.abc import Callable
 def handlers() -> dict[str, Callable]:
     """The handler for each job kind the webhooks and the UI enqueue."""
     from ..tracing import traced
-    from . import backfill, experiments, exports, feedback, reconcile
+    from . import backfill, experiments, exports, feedback, reconcile, scores
 
     kinds = {"experiment": experiments.run, "export": exports.run_export, "flush": exports.run_flush,
              backfill.BACKFILL: backfill.run_backfill, feedback.FEEDBACK: feedback.run_feedback,
-             reconcile.RECONCILE: reconcile.run_reconcile}
+             reconcile.RECONCILE: reconcile.run_reconcile, scores.SCORES: scores.run_recover}
     return {kind: traced(handler) for kind, handler in kinds.items()}

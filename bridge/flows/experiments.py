@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, scores
 from ..errors import FormatError, PartialFailure, UpstreamError
 from ..formats.evals import UnrecognizedFormat, read_eval_file, sidecar_candidates
 from ..formats.pr_comment import Side, TaskResult, marker, render_comment
@@ -131,7 +131,8 @@ class Upload:
         if not found:
             return None
         meta = (found[0].extra or {}).get("metadata", {})
-        return {"experiment": found[0].name,
+        started = found[0].start_time.isoformat() if found[0].start_time else None
+        return {"experiment": found[0].name, "started_at": started,
                 **self.links(dataset_id, str(found[0].id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
 
     def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
@@ -158,7 +159,7 @@ class Upload:
                   "experiment_description": f"{evals.task} from {self.target.repo}@{self.target.sha[:7]} ({evals.path})",
                   "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
         response = self.send(spool, header, start, end, evals.path)
-        return {"experiment": response["experiment"]["name"],
+        return {"experiment": response["experiment"]["name"], "started_at": start.isoformat(),
                 **self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
                              spool.means())}
 
@@ -213,6 +214,14 @@ def comment_on_pr(runtime: Any, target: Target, rule: ExperimentRule, outcomes: 
         return hub.comment(target.repo, target.repo_type, target.pr, text)
 
 
+def record_scores(runtime: Any, target: Target, outcomes: list[dict]) -> None:
+    """The headline scores for the Experiments page, kept in the state dir."""
+    if runtime.scores is None:
+        return
+    found = [scores.from_outcome(o, target.repo, target.ref, target.sha, target.pr) for o in outcomes]
+    runtime.scores.add([s for s in found if s is not None])
+
+
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
 PR_NUMBER = re.compile(r"^(?:#|pr[-/ ]?|refs/pr/)?(\d{1,6})$", re.IGNORECASE)  # a bare short number is a PR
 
@@ -253,6 +262,7 @@ def run(job: Any, ctx: Any) -> dict:
             outcomes.append(upload.one(path) if path in tree else
                             {"file": path, "status": "failed", "error": f"{path} is not in revision {target.sha[:7]}"})
         ctx.progress(len(files), len(files), "files")
+    record_scores(rt, target, outcomes)
     result = {"repo": target.repo, "revision": target.sha, "ref": target.ref, "files": outcomes}
     if not files:
         result["note"] = "no result files changed in this revision"

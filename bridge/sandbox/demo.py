@@ -12,6 +12,7 @@ import logging
 import secrets
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +31,8 @@ EXPORT_REPO = f"{USER}/demo-feedback"
 RULE_ID = "d75d7417-0c57-4655-88fe-1db3cda3a47a"
 PROJECT = "demo-support-bot"
 MODEL = "demo-org/tiny-chat-1b"
+CREDENTIALS_FILE = "sandbox-credentials.json"
+DEMO_PR_TITLE = "Evaluate the fine-tuned checkpoint"
 
 CONFIG = f"""\
 # Demo configuration written by `python app.py --sandbox`.
@@ -113,15 +116,47 @@ class Sandbox:
     handles: list[Any] = field(default_factory=list)
 
     def connect(self, runtime: Any, local_url: str) -> None:
-        """Points the sandbox Hub's webhook at the bridge, then makes one push and fires the LangSmith rule once."""
+        """Points the sandbox Hub's webhook at the bridge, then pushes two results to `main`, fires the LangSmith
+        rule once, and (once the `main` experiments exist, so the comment has a baseline) opens the demo PR."""
         base = local_url.rstrip("/")
         self.hub.add_webhook(f"{base}/webhooks/hub", watched=[{"type": "user", "name": USER}],
                              secret=self.env["WEBHOOK_SECRET"])
         day = datetime.now(timezone.utc)
+        self.hub.commit(EVAL_REPO, lm_eval_files(day - timedelta(hours=20), MODEL, QUESTIONS[:5]),
+                        repo_type="dataset", message="Re-run demo_qa", author=USER)
         self.hub.commit(EVAL_REPO, lm_eval_files(day, MODEL, QUESTIONS), repo_type="dataset",
                         message="Add demo_qa results", author=USER)
         threading.Thread(target=self._fire_rule, args=(base,), daemon=True, name="sandbox-rule").start()
+        threading.Thread(target=self._open_demo_pr, args=(runtime.store, day), daemon=True,
+                         name="sandbox-pr").start()
         print_guide(self, base)
+
+    def _open_demo_pr(self, store: Any, day: datetime, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = store.list(kind="experiment", limit=10)
+            if len(jobs) >= 2 and all(j.state in ("succeeded", "failed", "dead", "cancelled") for j in jobs):
+                break
+            time.sleep(0.5)
+        better = [(q, a, a) for q, a, _ in QUESTIONS]  # the PR's model answers every question right
+        self.hub.open_pr(EVAL_REPO, lm_eval_files(day + timedelta(minutes=5), MODEL, better),
+                         title=DEMO_PR_TITLE, author=USER, description="Results of the fine-tuned checkpoint.")
+
+    def links(self) -> dict[str, str]:
+        """What the Overview's sandbox panel shows: the emulators' pages, the demo repos and project, the files."""
+        hub, smith = self.env["HF_ENDPOINT"], self.env["LANGSMITH_ENDPOINT"]
+        tenant, project = self.smith.store.tenant_id, self.smith.store.session_by_name(PROJECT)
+        return {"hub": hub, "langsmith": smith, "eval_repo": EVAL_REPO, "export_repo": EXPORT_REPO,
+                "project": PROJECT, "model": MODEL, "eval_repo_url": f"{hub}/datasets/{EVAL_REPO}",
+                "export_repo_url": f"{hub}/datasets/{EXPORT_REPO}", "pr_url": f"{hub}/datasets/{EVAL_REPO}/discussions/1",
+                "langsmith_home": f"{smith}/o/{tenant}/projects", "project_url": f"{smith}/o/{tenant}/projects/p/"
+                                                                                  f"{project['id']}",
+                "credentials": str(self.credentials_path),
+                "config": str(self.config_path), "state": str(self.root)}
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.root / CREDENTIALS_FILE
 
     def _fire_rule(self, base: str) -> None:
         body = self.smith.webhook_payload(RULE_ID, self.run_ids)
@@ -170,7 +205,7 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
         "LANGSMITH_WEBHOOK_SECRET": env.get("LANGSMITH_WEBHOOK_SECRET") or secrets.token_urlsafe(16),
         "BRIDGE_STATE_DIR": str(root / "bridge"), "BRIDGE_CONFIG": str(config_path),
     }
-    credentials = root / "sandbox-credentials.json"  # sandbox-only tokens, for people who want to push by hand
+    credentials = root / CREDENTIALS_FILE  # sandbox-only tokens, for people who want to push by hand
     credentials.write_text(json.dumps({k: sandbox_env[k] for k in ("HF_ENDPOINT", "HF_TOKEN", "LANGSMITH_ENDPOINT",
                                                                    "LANGSMITH_API_KEY", "WEBHOOK_SECRET",
                                                                    "LANGSMITH_WEBHOOK_SECRET")}, indent=2))
@@ -186,5 +221,5 @@ Sandbox ready (no account, no network). State: {sandbox.root}
   Config:            {sandbox.config_path}
 One push to {EVAL_REPO} and one LangSmith rule delivery were just sent: watch the Jobs on {base}/
 Push more results with huggingface_hub: HfApi(endpoint=..., token=...) with the values in
-  {sandbox.root / 'sandbox-credentials.json'}
+  {sandbox.credentials_path}
 """, flush=True)

@@ -22,6 +22,7 @@ The emulator is one class assembled from mixins, one per area, so that no module
     hub_commits.py      preupload / commit routes, PRs opened by a commit, the write paths helpers share
     hub_discussions.py  discussions, comments, status changes
     hub_webhooks.py     webhook registration, payloads, the delivery thread, /api/settings/webhooks
+    hub_web.py          the web pages people open: a repo, a discussion / PR with its comments
     hub_http.py         auth checks, dispatch and error mapping, JSON / pagination helpers
     hub_store.py        the on-disk store (no HTTP)
 """
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.sandbox.hub_commits import HubCommits, front_matter
 from bridge.sandbox.hub_discussions import HubDiscussions
+from bridge.sandbox.hub_web import HubWeb
 from bridge.sandbox.hub_http import READ_ONLY_TOKEN, URL_PREFIX, HubHTTP, HubHTTPError, RouteTable, flag
 from bridge.sandbox.hub_store import EntryNotFound, HubStore, Repo, branch_ref, object_id
 from bridge.sandbox.hub_webhooks import HubWebhooks
@@ -58,7 +60,7 @@ def _split_revision(rest: str) -> tuple[str, str]:
     return revision, unquote(tail)
 
 
-class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
+class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubWeb, HubHTTP):
     def __init__(self, root: Path, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None,
                  tree_page_size: int = 1000) -> None:
         self.store = HubStore(Path(root))
@@ -164,6 +166,7 @@ class HubEmulator(HubCommits, HubDiscussions, HubWebhooks, HubHTTP):
             ("POST", repo + r"/discussions/(?P<num>\d+)/status", self.status_route),
             ("GET HEAD", r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rest>.+)",
              self.resolve_file),
+            *self._web_routes(),  # last: their patterns are the loosest
         ]
         return [(set(methods.split()), re.compile(pattern), handler) for methods, pattern, handler in table]
 
