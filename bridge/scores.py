@@ -121,8 +121,9 @@ class ScoreBook:
             return conn.execute("SELECT 1 FROM experiment_scores LIMIT 1").fetchone() is None
 
     def all(self, limit: int = 5000) -> list[Score]:
-        """Oldest first, at most the newest `limit`."""
+        """Oldest first (ties in the order they were written), at most the newest `limit`."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT * FROM (SELECT * FROM experiment_scores ORDER BY at DESC LIMIT ?) "
-                                "ORDER BY at", (limit,)).fetchall()
-        return [Score(**{**dict(r), "scores": json.loads(r["scores"] or "{}")}) for r in rows]
+            rows = conn.execute("SELECT * FROM (SELECT rowid AS seq, * FROM experiment_scores ORDER BY at DESC, "
+                                "seq DESC LIMIT ?) ORDER BY at, seq", (limit,)).fetchall()
+        return [Score(**{**{k: r[k] for k in r.keys() if k != "seq"}, "scores": json.loads(r["scores"] or "{}")})
+                for r in rows]

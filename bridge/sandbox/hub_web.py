@@ -11,6 +11,7 @@ a browser there has no token to send. `HubWeb` is a mixin of `HubEmulator`; its 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -28,6 +29,7 @@ text-align:left;font-size:.9rem;vertical-align:top} code{font-size:.85rem} a{col
 .pill{border-radius:999px;background:#eef2ff;padding:1px 8px;font-size:.8rem}
 .site{border-bottom:1px solid #e5e7eb;margin-bottom:16px;padding-bottom:8px}"""
 PREFIX = {"datasets": "dataset", "spaces": "space", None: "model"}
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)  # hidden on the Hub's pages (the bridge's marker is one)
 MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
@@ -97,7 +99,7 @@ class HubWeb:
         head = f"<header>{esc(event['author'])} · {esc(event['createdAt'])}</header>"
         if event["type"] == "comment":
             return (f"<article class='comment' id='{esc(event['id'])}'>{head}"
-                    f"{MARKDOWN.render(event['data']['latest']['raw'])}</article>")
+                    f"{MARKDOWN.render(HTML_COMMENT.sub('', event['data']['latest']['raw']))}</article>")
         if event["type"] == "commit":
             return f"<p class='muted'>{esc(event['author'])} pushed {esc(event['data'].get('subject'))}</p>"
         return f"<p class='muted'>{esc(event['author'])}: {esc(event['type'])}</p>"
