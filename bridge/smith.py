@@ -57,7 +57,8 @@ def _network_failure(exc: BaseException) -> BaseException | None:
 
 
 def network_words(exc: BaseException) -> str:
-    if isinstance(exc, (requests.Timeout, ls_utils.LangSmithRequestTimeout, TimeoutError)):
+    if isinstance(exc, (requests.Timeout, ls_utils.LangSmithRequestTimeout, urllib3.exceptions.TimeoutError,
+                        TimeoutError)):
         return "no answer in time (timeout)"
     return "the connection failed (refused or cut off)"
 
@@ -341,7 +342,7 @@ class ObjectFetcher:
             response = self.http.request("GET", url, preload_content=False, redirect=False, timeout=self.timeout)
         except urllib3.exceptions.HTTPError as exc:
             self.on_status("error")
-            raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+            raise UpstreamError(TARGET, f"object fetch failed: {network_words(exc)}", transient=True) from exc
         self.on_status(response.status)
         return response
 
@@ -358,7 +359,7 @@ class ObjectFetcher:
                 chunks.append(chunk)
         except urllib3.exceptions.HTTPError as exc:
             response.close()
-            raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+            raise UpstreamError(TARGET, f"object fetch failed: {network_words(exc)}", transient=True) from exc
         except UpstreamError:
             response.close()  # the rest of a body over the cap is not read: the connection cannot be reused
             raise

@@ -97,6 +97,15 @@ def current_job(page) -> str:
     return number.input_value() if number.count() else ""
 
 
+def submit_and_wait(page, button: str, state: str) -> int:
+    """Sends a Run-a-job form; the page moves to Jobs, where the new job reaches `state`."""
+    before = current_job(page)
+    page.locator(f"#{button}").click()
+    job_id = selected_job(page, before)
+    expect(job_state(page, job_id)).to_contain_text(state, timeout=SLOW)
+    return job_id
+
+
 def job_state(page, job_id: int):
     return page.locator(f'#jobs-table tr[data-job="{job_id}"] .state')
 
@@ -299,10 +308,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried(page):
     open_tab(page, "Run a job")
     field(page, "exp-repo").fill("sandbox-user/does-not-exist")
     field(page, "exp-revision").fill("main")
-    before = current_job(page)
-    page.locator("#exp-submit").click()
-    job_id = selected_job(page, before)
-    expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
+    job_id = submit_and_wait(page, "exp-submit", "failed")
     row = page.locator(f'#jobs-table tr[data-job="{job_id}"]')
     expect(row.locator(".err")).to_contain_text("404")
     expect(page.locator("#job-detail .notice.error")).to_contain_text("does-not-exist", timeout=15_000)
@@ -328,10 +334,7 @@ def test_a_missing_project_fails_in_plain_words(page):
     open_tab(page, "Run a job")
     field(page, "bf-project").fill("no-such-project")
     field(page, "bf-filter").fill("")
-    before = current_job(page)
-    page.locator("#bf-submit").click()
-    job_id = selected_job(page, before)
-    expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
+    job_id = submit_and_wait(page, "bf-submit", "failed")
     expect(page.locator(f'#jobs-table tr[data-job="{job_id}"] .err')).to_have_text(
         "LangSmith has no project named 'no-such-project'")
     open_tab(page, "Run a job")

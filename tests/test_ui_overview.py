@@ -15,7 +15,7 @@ from langsmith import Client
 
 from conftest import LS_KEY, run_jobs
 from hub_payloads import content_push
-from bridge import activity, joblist, scores
+from bridge import activity, scores
 from bridge.errors import UpstreamError
 from bridge.flows import scores as scores_flow
 from bridge.formats.pr_comment import marker
@@ -108,13 +108,12 @@ def test_jobs_come_fifty_a_page_with_the_count(make_bridge):
     runtime = make_bridge(CONFIG)
     for i in range(120):
         runtime.store.enqueue("experiment", f"k{i}", {"repo": "acme/a-evals"}, subject=f"s{i}")
-    first, total = joblist.page(runtime.store, limit=jobs_page.PAGE_SIZE)
-    third, _ = joblist.page(runtime.store, offset=100, limit=jobs_page.PAGE_SIZE)
+    first, total = runtime.store.list(limit=jobs_page.PAGE_SIZE), runtime.store.count()
+    third = runtime.store.list(offset=100, limit=jobs_page.PAGE_SIZE)
     assert total == 120 and len(first) == 50 and first[0].id == 120 and [j.id for j in third][-1] == 1
     table = jobs_page.jobs_table(third, None, time.time(), False, 100, total)
     assert "Jobs 101–120 of 120" in table
-    _, none = joblist.page(runtime.store, state="failed")
-    assert none == 0
+    assert runtime.store.count(state="failed") == 0 and runtime.store.count(state="queued") == 120
 
 
 def test_run_page_shows_the_jobs_of_a_delivery_in_their_current_state(make_bridge):
@@ -241,3 +240,25 @@ def test_pages_do_not_depend_on_colour_emoji(make_bridge):
     for text in texts:
         assert not EMOJI.search(text), EMOJI.findall(text)
     assert "Good</button>" in texts[5] and "Bad</button>" in texts[5]
+
+
+def test_the_jobs_page_turns_pages_through_its_handlers(make_bridge):
+    from test_ui import launch
+
+    runtime = make_bridge(CONFIG)
+    for i in range(120):
+        runtime.store.enqueue("experiment", f"k{i}", {"repo": "acme/a-evals"}, subject=f"s{i}")
+    app = launch(runtime, "127.0.0.1")
+    try:
+        filters = ["all", "all", "all", ""]
+
+        def page_line(answer: dict) -> str:
+            return re.search(r"Jobs (\d+)\\u2013(\d+) of (\d+)", answer["text"]).group(0).replace("\\u2013", "-")
+        assert page_line(app.call("list_jobs", [*filters, 1])) == "Jobs 1-50 of 120"
+        older = app.call("older_jobs", [*filters, 2])
+        assert page_line(older) == "Jobs 101-120 of 120" and ">s0<" in older["text"] and ">s30<" not in older["text"]
+        assert page_line(app.call("older_jobs", [*filters, 3])) == "Jobs 101-120 of 120"  # no page after the last
+        assert page_line(app.call("newer_jobs", [*filters, 3])) == "Jobs 51-100 of 120"
+        assert page_line(app.call("filter_jobs", filters)) == "Jobs 1-50 of 120"  # a filter goes back to page 1
+    finally:
+        app.ui.close()

@@ -11,7 +11,6 @@ from typing import Any
 
 import gradio as gr
 
-from .. import joblist
 from ..jobs import RETRYABLE_BY_HAND, STATES, TRIGGERS, Job
 from .common import clean, locked, on, require, viewer
 from .html import badge, code, duration, empty, esc, kv, link, notice, section, table, ts
@@ -266,10 +265,10 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
     def render_table(state_value, kind_value, trigger_value, selected, page_value=1) -> str:
         filters = {"state": _filter(state_value), "kind": _filter(kind_value), "trigger": _filter(trigger_value)}
         offset = (max(1, int(page_value or 1)) - 1) * PAGE_SIZE
-        jobs, total = joblist.page(store, **filters, offset=offset, limit=PAGE_SIZE)
-        if not jobs and offset:  # the page emptied (a filter changed): show the last one there is
+        total = store.count(**filters)
+        if offset >= total:  # the page emptied (jobs pruned, a filter changed): show the last one there is
             offset = max(0, (total - 1) // PAGE_SIZE) * PAGE_SIZE
-            jobs, total = joblist.page(store, **filters, offset=offset, limit=PAGE_SIZE)
+        jobs = store.list(**filters, offset=offset, limit=PAGE_SIZE)
         try:
             chosen = job_number_of(selected) if str(selected or "").strip() else None
         except ValueError:
@@ -291,8 +290,7 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
     def turn(step: int):
         def turn_page(state_value: str, kind_value: str, trigger_value: str, selected: Any, page_value: Any,
                       request: gr.Request, profile: gr.OAuthProfile | None):
-            _, total = joblist.page(store, state=_filter(state_value), kind=_filter(kind_value),
-                                    trigger=_filter(trigger_value), limit=1)
+            total = store.count(state=_filter(state_value), kind=_filter(kind_value), trigger=_filter(trigger_value))
             last = max(1, -(-total // PAGE_SIZE))
             number = min(last, max(1, int(page_value or 1) + step))
             return list_jobs(state_value, kind_value, trigger_value, selected, number, request, profile), number
