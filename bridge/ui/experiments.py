@@ -29,11 +29,11 @@ def series_name(score: Score) -> str:
 
 def group(scores: list[Score]) -> dict[str, list[Score]]:
     """Points per series, oldest first. One eval run uploaded again at a later revision (a manual upload of every
-    file at main's head) is one point, the latest revision's, not two labels drawn on top of each other."""
+    file at main's head) is one point, the revision that brought it, not two labels drawn on top of each other."""
     found: dict[str, dict[tuple, Score]] = {}
     for score in scores:
         if score.score is not None:
-            found.setdefault(series_name(score), {})[(score.at, score.pr)] = score
+            found.setdefault(series_name(score), {}).setdefault((score.at, score.pr), score)
     return {name: sorted(points.values(), key=lambda p: p.at) for name, points in found.items()}
 
 
