@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.ui import build_ui
 
     runtime = build_runtime(settings)
+    if sandbox:
+        runtime.extras["sandbox"] = sandbox.links()  # the Overview's sandbox panel and the forms' defaults
     ui = build_ui(runtime)
     server = build_server(runtime, ui)
     runtime.start_workers()

@@ -42,8 +42,10 @@ def _iso(field: str, value: str | None) -> str | None:
 def submit_experiment(store: JobStore, repo: str, repo_type: str = "dataset", revision: str = "main",
                       files: list[str] | None = None, format: str = "auto") -> Job:
     repo, revision = (repo or "").strip(), (revision or "main").strip()
+    if not repo:
+        raise FieldError("repo", "Enter a repo id like owner/name")
     if not REPO_ID.match(repo):
-        raise FieldError("repo", f"{repo!r} is not a repo id like owner/name")
+        raise FieldError("repo", f"{repo!r} is not a repo id: enter one like owner/name")
     if repo_type not in REPO_TYPES:
         raise FieldError("repo_type", f"the repo type must be one of {', '.join(REPO_TYPES)}")
     if format not in EVAL_FORMATS:
@@ -106,3 +108,9 @@ def replay_delivery(store: JobStore, config: BridgeConfig, delivery_id: int) -> 
     specs = [JobSpec(s.kind, s.key + tag, s.payload, s.subject) for s in routed]
     _, job_ids = store.record_delivery(delivery["source"], delivery["body"], specs, trigger="manual")
     return [store.get(i) for i in job_ids]
+
+
+def submit_scores_recovery(store: JobStore) -> Job:
+    """Rebuilds the Experiments page's scores from the metadata of the experiments in LangSmith."""
+    return store.enqueue("scores", _manual_key("scores"), {}, trigger="manual",
+                         subject="experiment scores from LangSmith")[0]

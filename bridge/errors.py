@@ -41,10 +41,12 @@ class UpstreamError(BridgeError):
     """
 
     def __init__(self, target: str, message: str, *, status: int | None = None, transient: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, sentence: bool = False) -> None:
+        """`sentence=True`: `message` is a whole sentence for people ("LangSmith has no project named 'x'") and is
+        used as it is, without the "<target> <status>:" prefix."""
         self.target, self.status, self.transient, self.retry_after = target, status, transient, retry_after
         prefix = f"{target} {status}" if status else target
-        super().__init__(f"{prefix}: {message}")
+        super().__init__(message if sentence else f"{prefix}: {message}")
 
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -75,7 +75,7 @@ def _cause_text(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, HfHubHTTPError):
         return _server_message(cause)
-    return f"{type(exc).__name__}: {exc}"
+    return str(exc) or "the download failed"
 
 
 @contextmanager
@@ -95,7 +95,9 @@ def hub_errors(action: str) -> Iterator[None]:
         raise UpstreamError(TARGET, f"{action} failed: {_cause_text(exc)}", status=status,
                             transient=status is None or is_transient_status(status)) from exc
     except (httpx2.TransportError, ConnectionError, TimeoutError) as exc:
-        raise UpstreamError(TARGET, f"{action} failed: {type(exc).__name__}: {exc}", transient=True) from exc
+        words = ("no answer in time (timeout)" if isinstance(exc, (httpx2.TimeoutException, TimeoutError))
+                 else "the connection failed (refused or cut off)")
+        raise UpstreamError(TARGET, f"{action} failed: {words}", transient=True) from exc
 
 
 class Hub:

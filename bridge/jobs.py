@@ -373,8 +373,7 @@ class JobStore:
             row = conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return Job.from_row(row) if row else None
 
-    def list(self, *, state: str | None = None, kind: str | None = None, trigger: str | None = None,
-             limit: int = 200) -> list[Job]:
+    def _where(self, state: str | None, kind: str | None, trigger: str | None) -> tuple[str, list]:
         clauses, params = [], []
         for column, value in (("state", state), ("kind", kind), ("trigger", trigger)):
             if value:
@@ -383,10 +382,21 @@ class JobStore:
         if state in ("queued", "scheduled"):  # queued: due now; scheduled: queued for later
             clauses.append("next_attempt_at > ?" if state == "scheduled" else "next_attempt_at <= ?")
             params.append(self.clock())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+    def list(self, *, state: str | None = None, kind: str | None = None, trigger: str | None = None,
+             limit: int = 200, offset: int = 0) -> list[Job]:
+        """Newest first; `offset` skips that many (the Jobs page shows 50 a page)."""
+        where, params = self._where(state, kind, trigger)
         with self.db.read() as conn:
-            rows = conn.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+            rows = conn.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                                (*params, limit, max(0, offset))).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    def count(self, *, state: str | None = None, kind: str | None = None, trigger: str | None = None) -> int:
+        where, params = self._where(state, kind, trigger)
+        with self.db.read() as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM jobs {where}", params).fetchone()[0]
 
     def attempts(self, job_id: int) -> list[dict]:
         with self.db.read() as conn:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from .events import HubDelivery, RuleDelivery
+from .formats.pr_comment import MARKER_PREFIX
 from .settings import BridgeConfig, ExperimentRule
 
 EXPERIMENT = "experiment"
 EXPORT = "export"
 PR_REF = re.compile(r"^refs/pr/(\d+)$")
+OWN = "the bridge's own"  # how an ignored echo of the bridge's own work starts its reason (the Overview reads it)
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,17 @@ def route_pull_request(delivery: HubDelivery, config: BridgeConfig) -> CancelQue
 def route_hub(delivery: HubDelivery, config: BridgeConfig,
               own_commits: Container[str] = ()) -> list[JobSpec] | CancelQueued | Ignored:
     scope = delivery.event.scope
+    repo, repo_type = delivery.repo.name, delivery.repo.type
     if scope == "discussion":
         return route_pull_request(delivery, config)
+    if scope.startswith("discussion.comment") and _is_own_comment(delivery):
+        return Ignored(f"{OWN} PR comment on {repo}")
     if scope != "repo.content" and not scope.startswith("repo.content."):
         return Ignored(f"scope {scope!r} is not watched (only repo.content and pull requests closing)")
-    repo, repo_type = delivery.repo.name, delivery.repo.type
     rule = match_rule(config, repo, repo_type)
     if rule is None:
+        if any(u.new_sha in own_commits for u in delivery.updated_refs if u.new_sha):
+            return Ignored(f"{OWN} commit to {repo}")
         return Ignored(f"no experiments rule matches {repo_type} {repo!r}")
     specs, reasons = [], []
     for update in delivery.updated_refs:
@@ -131,6 +137,12 @@ def export_key(rule_id: str, ids: list[str], threads: list | None) -> str:
     material = json.dumps({"runs": sorted(set(ids)), "threads": threads if not ids else None}, sort_keys=True,
                           default=str)
     return f"{EXPORT}:{rule_id}:{hashlib.sha256(material.encode()).hexdigest()[:32]}"
+
+
+def _is_own_comment(delivery: HubDelivery) -> bool:
+    comment = delivery.raw.get("comment") if isinstance(delivery.raw, dict) else None
+    content = comment.get("content") if isinstance(comment, dict) else None
+    return isinstance(content, str) and content.lstrip().startswith(MARKER_PREFIX)
 
 
 def route_rule(delivery: RuleDelivery, config: BridgeConfig) -> list[JobSpec] | Ignored:

@@ -10,10 +10,12 @@ from typing import Any
 
 from huggingface_hub import WebhooksServer
 
+from .activity import AckLog
 from .db import Database
 from .hub import Hub, install_timeout
 from .jobs import JobStore, RetryPolicy, Scrubber
 from .ledger import Ledger
+from .scores import ScoreBook
 from .metrics import Metrics, instrument_httpx_client, metrics_route
 from .settings import Settings
 from .smith import Smith
@@ -42,6 +44,14 @@ class Runtime:
     url_known: bool = False  # reachable_url is decided (after launch): managed rules wait for it
     rule_states: Any = None  # rule_state.RuleStates: the LangSmith rules, for the Wiring panel
     extras: dict[str, Any] = field(default_factory=dict)
+    acks: AckLog | None = None  # acknowledgement latency per delivery, for the Overview's chart
+    scores: Any = None  # `scores.ScoreBook`: headline scores of the experiments uploaded, for the Experiments page
+
+    def on_answer(self, source: str, outcome: str, seconds: float) -> None:
+        """`WebhookEndpoint.on_answer`: the metrics, and the latency kept for the chart."""
+        self.metrics.on_answer(source, outcome, seconds)
+        if self.acks is not None:
+            self.acks.record(source, seconds)
 
     def webhook_urls(self) -> dict[str, str]:
         base = (self.public_url or "http://localhost:7860").rstrip("/")
@@ -49,11 +59,12 @@ class Runtime:
 
     def schedule_startup_jobs(self) -> None:
         """Flushes for rows an earlier process buffered, and a reconcile pass for what webhooks missed."""
-        from .flows import exports, housekeeping, reconcile
+        from .flows import exports, housekeeping, reconcile, scores
 
         exports.resume(self)
         reconcile.schedule_at_start(self)
         housekeeping.schedule_next(self, at_start=True)
+        scores.schedule_at_start(self)
 
     def set_reachable_url(self, url: str | None, shown: str | None) -> None:
         """Once launched: the URL upstreams can reach (None: nothing outside can), and a check of the LangSmith
@@ -76,6 +87,8 @@ class Runtime:
     def stop(self) -> None:
         if self.pool:
             self.pool.stop()
+        if self.acks is not None:
+            self.acks.flush()
         self.smith.close()
 
 
@@ -103,6 +116,8 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime.ledger = Ledger(store)
     runtime.rule_states = RuleStates(store.db, store.clock)
     restore_rule_ids(runtime)
+    runtime.acks = AckLog(store.db)
+    runtime.scores = ScoreBook(store.db)
     if settings.trace_project:
         from .tracing import Tracer
 
@@ -128,7 +143,7 @@ def build_server(runtime: Runtime, ui: Any) -> WebhooksServer:
     # which breaks LangSmith's ?secret= deliveries. Each endpoint checks its own source's secret instead.
     server.webhook_secret = None
     settings = runtime.settings
-    on_answer = runtime.metrics.on_answer
+    on_answer = runtime.on_answer
     server.add_webhook("hub")(hub_endpoint(runtime.store, settings.config, settings.webhook_secret,
                                            on_answer=on_answer))
     server.add_webhook("langsmith")(langsmith_endpoint(runtime.store, settings.config,

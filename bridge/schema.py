@@ -147,6 +147,34 @@ CREATE TABLE IF NOT EXISTS langsmith_rules (
     recovered INTEGER NOT NULL DEFAULT 0
 );
     """,
+    # 5: acknowledgement times of answered deliveries, for the Overview's latency chart (activity.py).
+    """
+CREATE TABLE IF NOT EXISTS ack_latency (
+    at REAL NOT NULL,
+    source TEXT NOT NULL,
+    seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ack_latency_at ON ack_latency (at);
+    """,
+    # 6: the headline score of every experiment the bridge uploaded or found, for the Experiments page (scores.py).
+    """
+CREATE TABLE IF NOT EXISTS experiment_scores (
+    experiment_id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT,
+    ref TEXT,
+    pr INTEGER,
+    revision TEXT NOT NULL,
+    metric TEXT,
+    score REAL,
+    scores TEXT NOT NULL DEFAULT '{}',
+    url TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS experiment_scores_series ON experiment_scores (repo, task, at);
+    """,
 )
 
 

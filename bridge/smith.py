@@ -76,6 +76,13 @@ def _network_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+def network_words(exc: BaseException) -> str:
+    if isinstance(exc, (requests.Timeout, ls_utils.LangSmithRequestTimeout, urllib3.exceptions.TimeoutError,
+                        TimeoutError)):
+        return "no answer in time (timeout)"
+    return "the connection failed (refused or cut off)"
+
+
 def _response_message(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -108,30 +115,49 @@ def v2_error(action: str, exc: v2_errors.LangsmithError) -> UpstreamError:
     return UpstreamError(TARGET, f"{action} failed: LangSmith's answer was not in the expected form")
 
 
+# What the SDK's own exception classes mean, in plain words, with the status they stand for: a message for people
+# never names an exception class.
+SDK_ERRORS: tuple[tuple[type, int | None, str], ...] = (
+    (ls_utils.LangSmithNotFoundError, 404, "not found"),
+    (ls_utils.LangSmithAuthError, 401, "the API key was refused"),
+    (ls_utils.LangSmithConflictError, 409, "it already exists"),
+    (ls_utils.LangSmithRateLimitError, 429, "rate limited"),
+    (ls_utils.LangSmithRequestTimeout, 408, "LangSmith took too long to answer"),
+    (ls_utils.LangSmithUserError, None, "the request was refused as invalid"),
+)
+
+
+def _sdk_meaning(exc: BaseException) -> tuple[int | None, str]:
+    for cls, status, words in SDK_ERRORS:
+        if isinstance(exc, cls):
+            return status, words
+    return None, "LangSmith gave an answer the bridge did not understand"
+
+
 @contextmanager
-def smith_errors(action: str) -> Iterator[None]:
-    """Translate SDK exceptions raised while doing `action`. Never copies the SDK's text for connection errors,
-    which quotes part of the API key."""
+def smith_errors(action: str, not_found: str | None = None) -> Iterator[None]:
+    """Translate SDK exceptions raised while doing `action`: the one place that turns what the langsmith SDK raises
+    into `UpstreamError`. `not_found` is the whole sentence to show when LangSmith has no such thing ("LangSmith has
+    no project named 'x'"). Never copies the SDK's text for connection errors, which quotes part of the API key."""
     try:
         yield
     except v2_errors.LangsmithError as exc:
         raise v2_error(action, exc) from exc
     except (ls_utils.LangSmithError, requests.RequestException) as exc:
         http = _http_error(exc)
+        status = http.response.status_code if http is not None else _sdk_meaning(exc)[0]
+        if status == 404 and not_found:
+            raise UpstreamError(TARGET, not_found, status=404, sentence=True) from exc
         if http is not None:
-            status = http.response.status_code
             retry_after = parse_retry_after(http.response.headers.get("retry-after"))
             raise UpstreamError(TARGET, f"{action} failed: {_response_message(http.response)}", status=status,
                                 transient=is_transient_status(status), retry_after=retry_after) from exc
         network = _network_failure(exc)
         if network is not None:
-            raise UpstreamError(TARGET, f"{action} failed: connection error ({type(network).__name__})",
-                                transient=True) from exc
-        if isinstance(exc, ls_utils.LangSmithRateLimitError):
-            raise UpstreamError(TARGET, f"{action} failed: rate limited", status=429, transient=True) from exc
-        if isinstance(exc, ls_utils.LangSmithNotFoundError):  # e.g. read_project by name: an empty listing
-            raise UpstreamError(TARGET, f"{action} failed: not found", status=404) from exc
-        raise UpstreamError(TARGET, f"{action} failed: {type(exc).__name__}", transient=False) from exc
+            raise UpstreamError(TARGET, f"{action} failed: {network_words(network)}", transient=True) from exc
+        words = _sdk_meaning(exc)[1]
+        raise UpstreamError(TARGET, f"{action} failed: {words}", status=status,
+                            transient=is_transient_status(status)) from exc
 
 
 def idempotent_retry() -> Retry:
@@ -223,6 +249,11 @@ class Smith:
         with smith_errors("list experiments"):
             return list(self.client.list_projects(reference_dataset_id=dataset_id, name=name, metadata=metadata))
 
+    def all_experiments(self) -> list:
+        """Every experiment (a project with a reference dataset) of the workspace, newest first."""
+        with smith_errors("list experiments"):
+            return list(self.client.list_projects(reference_free=False))
+
     def upload_experiment(self, body: BinaryIO) -> dict:
         with smith_errors("upload experiment"):
             response = self.client.request_with_retries(
@@ -273,7 +304,7 @@ class Smith:
         return found
 
     def project_id(self, name: str) -> str:
-        with smith_errors(f"read project {name!r}"):
+        with smith_errors(f"read project {name!r}", not_found=f"LangSmith has no project named {name!r}"):
             return str(self.client.read_project(project_name=name).id)
 
     def runs_page(self, project_id: str, *, filter: str | None, start_time: str | None,
@@ -548,7 +579,7 @@ class ObjectFetcher:
             response = self.http.request("GET", url, preload_content=False, redirect=False, timeout=self.timeout)
         except urllib3.exceptions.HTTPError as exc:
             self.on_status("error")
-            raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+            raise UpstreamError(TARGET, f"object fetch failed: {network_words(exc)}", transient=True) from exc
         self.on_status(response.status)
         return response
 
@@ -565,7 +596,7 @@ class ObjectFetcher:
                 chunks.append(chunk)
         except urllib3.exceptions.HTTPError as exc:
             response.close()
-            raise UpstreamError(TARGET, f"object fetch failed: {type(exc).__name__}", transient=True) from exc
+            raise UpstreamError(TARGET, f"object fetch failed: {network_words(exc)}", transient=True) from exc
         except UpstreamError:
             response.close()  # the rest of a body over the cap is not read: the connection cannot be reused
             raise

@@ -1,8 +1,8 @@
 """The operator UI in a real browser against a real `python app.py --sandbox --no-share` process.
 
 Drives Debian's Chromium through Playwright (never `playwright install`). Every wait polls with a deadline.
-Screenshots of each page go to test-artifacts/screenshots/; with UPDATE_SCREENSHOTS=1 the Overview and Jobs ones are
-also copied to docs/screenshots/ for the README.
+Screenshots of each page go to test-artifacts/screenshots/; with UPDATE_SCREENSHOTS=1 the Overview, Jobs,
+Experiments and Review ones are also copied to docs/screenshots/ for the README.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ EXPORT_REPO, PROJECT = "sandbox-user/demo-feedback", "demo-support-bot"
 # The demo's rule delivers every new run of PROJECT by itself; the back-fill test's run lives in another project.
 BACKFILL_PROJECT = "ui-backfill"
 JOBS: dict[str, int] = {}  # jobs started by earlier tests, for the Jobs screenshot
+DOC_SHOTS = ("overview", "jobs", "experiments", "review")
+# Pictographs and the dingbat emoji: a machine without a colour-emoji font (like this one) shows them as boxes.
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F]")
 SLOW = 45_000  # ms: a job goes queued -> running -> done in a few seconds; the table refreshes every 3 s
 
 
@@ -69,7 +72,7 @@ def page(sandbox):
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and name in ("overview", "jobs"):
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and name in DOC_SHOTS:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(SHOTS / f"{name}.png", DOCS_SHOTS / f"{name}.png")
 
@@ -96,6 +99,15 @@ def current_job(page) -> str:
     return number.input_value() if number.count() else ""
 
 
+def submit_and_wait(page, button: str, state: str) -> int:
+    """Sends a Run-a-job form; the page moves to Jobs, where the new job reaches `state`."""
+    before = current_job(page)
+    page.locator(f"#{button}").click()
+    job_id = selected_job(page, before)
+    expect(job_state(page, job_id)).to_contain_text(state, timeout=SLOW)
+    return job_id
+
+
 def job_state(page, job_id: int):
     return page.locator(f'#jobs-table tr[data-job="{job_id}"] .state')
 
@@ -104,6 +116,11 @@ def on_emulator(href: str, emulator: str) -> str:
     """The sandbox sets LANGSMITH_WEB_URL to its emulator, so every LangSmith link must lead there."""
     assert urlsplit(href).netloc == urlsplit(emulator).netloc, f"{href} does not point at the emulator {emulator}"
     return href
+
+
+def no_emoji(page) -> None:
+    text = page.locator("body").inner_text()
+    assert not EMOJI.search(text), f"emoji on the page: {EMOJI.findall(text)}"
 
 
 def test_overview(page, sandbox):
@@ -115,9 +132,82 @@ def test_overview(page, sandbox):
     expect(wiring).to_contain_text("managed by the bridge", timeout=15_000)
     expect(wiring).to_contain_text("enabled")
     page.locator("#check-hub").click()
-    expect(page.locator("#check-result")).to_contain_text("connected as sandbox-user", timeout=15_000)
+    expect(page.locator("#check-hub-result")).to_contain_text("Hub: connected as sandbox-user", timeout=15_000)
+    page.locator("#check-smith").click()
+    expect(page.locator("#check-smith-result")).to_contain_text("LangSmith: reachable, key accepted",
+                                                                timeout=15_000)
+    expect(page.locator("#check-hub-result")).to_contain_text("Hub:")  # each service keeps its own answer
+    expect(page.locator("#setup-notes")).to_contain_text("1 experiments rule, 1 exports target")
     assert sandbox["credentials"]["HF_TOKEN"] not in page.content()
+    no_emoji(page)
+
+
+def test_overview_says_it_is_the_sandbox_and_links_its_pages(page, sandbox):
+    panel = page.locator("#sandbox-panel")
+    expect(panel).to_contain_text("This is the sandbox")
+    expect(panel).to_contain_text(str(sandbox["state"] / "sandbox-credentials.json"))
+    expect(page.locator("#sandbox-push").get_by_role("textbox")).to_have_value(re.compile(
+        r"HfApi\(endpoint=c\['HF_ENDPOINT'\], token=c\['HF_TOKEN'\]\)\.upload_file\(.*sandbox-user/demo-evals"))
+    hub_base, smith_base = sandbox["credentials"]["HF_ENDPOINT"], sandbox["credentials"]["LANGSMITH_ENDPOINT"]
+    pr_link = panel.get_by_role("link", name=re.compile("demo pull request"))
+    assert pr_link.get_attribute("href").startswith(hub_base)
+    other = page.context.new_page()
+    try:
+        def comment_shown() -> bool:
+            other.goto(pr_link.get_attribute("href"))
+            return other.locator(".event", has_text="exact_match").count() > 0
+        wait_for(comment_shown, timeout=90, interval=1, what="the bridge's comment on the demo PR")
+        expect(other.locator("h1")).to_contain_text("Try the new decoding settings")
+        expect(other.locator(".event").last).to_contain_text("regressed")  # the demo PR breaks one example
+        other.goto(panel.get_by_role("link", name=re.compile("eval repo")).get_attribute("href"))
+        expect(other.locator("ul.discussions")).to_contain_text("Try the new decoding settings")
+        project = panel.get_by_role("link", name=re.compile("project demo-support-bot")).get_attribute("href")
+        other.goto(on_emulator(project, smith_base))
+        expect(other.locator("h1")).to_contain_text("Project demo-support-bot")
+        other.goto(panel.get_by_role("link", name=re.compile("workspace")).get_attribute("href"))
+        expect(other.locator("a.dataset").first).to_be_visible()
+    finally:
+        other.close()
+
+
+def test_last_deliveries_show_what_did_something_and_label_echoes(page):
+    activity = page.locator("#activity")
+    hub = activity.locator('.last[data-source="hub"]')
+    expect(hub.locator(".useful")).to_contain_text(re.compile(r"queued job #\d+ .*succeeded"), timeout=SLOW)
+    # the bridge's own flush commit to the export dataset comes back from the sandbox Hub as an ignored delivery
+    expect(hub.locator(".latest.echo")).to_contain_text("the bridge's own", timeout=SLOW)
+    expect(activity.locator('.last[data-source="langsmith"] .useful')).to_contain_text("succeeded", timeout=SLOW)
+
+
+def chart_texts(page, chart: str) -> list[str]:
+    return [t.text_content() for t in page.locator(f"#chart-{chart} svg text").all()]
+
+
+def test_overview_charts_render_the_sandbox_activity(page):
+    def charted() -> bool:
+        """The charts refresh every 30 s; a reload shows the store as it is now (the first flush takes 5 s)."""
+        page.reload()
+        expect(page.locator("#activity .stats")).to_be_visible(timeout=30_000)
+        expect(page.locator("#chart-deliveries svg g.mark-rect.role-mark path").first).to_be_attached(timeout=30_000)
+        return "sandbox-user/demo-feedback" in chart_texts(page, "runs")
+    wait_for(charted, timeout=60, interval=1, what="the runs exported in the chart")
+    legend = chart_texts(page, "deliveries")
+    assert "Hub · queued" in legend and "LangSmith · queued" in legend, legend
+    expect(page.locator("#chart-runs svg g.mark-rect.role-mark path").first).to_be_attached()
+    expect(page.locator("#chart-latency svg g.mark-symbol.role-mark path").first).to_be_attached()
+    assert {"Hub p50", "Hub p99", "LangSmith p99"} <= set(chart_texts(page, "latency"))
     shoot(page, "overview")
+
+
+def test_forms_start_with_the_sandbox_demo_and_say_what_to_enter(page):
+    open_tab(page, "Run a job")
+    expect(field(page, "exp-repo")).to_have_value("sandbox-user/demo-evals")
+    expect(field(page, "bf-project")).to_have_value(PROJECT)
+    field(page, "exp-repo").fill("")
+    page.locator("#exp-submit").click()
+    expect(page.locator("#exp-repo-error")).to_have_text(re.compile(r"^\s*Enter a repo id like owner/name\s*$"))
+    expect(page.locator("#deliveries")).to_contain_text("succeeded")  # the jobs' state now, not "queued"
+    no_emoji(page)
 
 
 def test_upload_an_experiment_and_follow_its_langsmith_link(page, sandbox):
@@ -199,16 +289,29 @@ def test_backfill_reaches_the_hub_and_review_sends_feedback(page, sandbox):
     card = page.locator(f'.run-card[data-run="{run_id}"]')
     expect(card).to_contain_text("Where is my parcel?", timeout=15_000)
     expect(card).to_contain_text("It ships tomorrow.")
+    card.locator('button[data-act="comment"]').click()  # an empty comment is refused in the page
+    expect(card.locator(".fb-sent")).to_have_text("Write a comment first, then press Send comment.")
+    expect(page.locator("#review-status")).to_be_empty()
+    card.locator(".fb-comment").fill("Polite and right.")
+    card.locator('button[data-act="comment"]').click()
+    expect(page.locator("#review-status")).to_contain_text("Comment on", timeout=15_000)
+    card = page.locator(f'.run-card[data-run="{run_id}"]')
+    expect(card.locator(".fb-comment")).to_have_value("")
     card.locator('button[data-act="up"]').click()
-    expect(page.locator("#review-status")).to_contain_text("queued as job #", timeout=15_000)
+    expect(page.locator("#review-status")).to_contain_text("Good on", timeout=15_000)
+    expect(page.locator("#review-status")).to_contain_text("queued as job #")
+    no_emoji(page)
     shoot(page, "review")
     from langsmith import Client
 
     client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
                     auto_batch_tracing=False)
-    found = wait_for(lambda: [f for f in client.list_feedback(run_ids=[run_id]) if f.key == "user_score"],
-                     timeout=30, interval=0.3, what="the 👍 in the sandbox LangSmith")
-    assert found[0].score == 1
+    scored = wait_for(lambda: [f for f in client.list_feedback(run_ids=[run_id])
+                               if f.key == "user_score" and f.score == 1],
+                      timeout=30, interval=0.3, what="the Good score in the sandbox LangSmith")
+    assert scored
+    wait_for(lambda: [f for f in client.list_feedback(run_ids=[run_id]) if f.comment == "Polite and right."],
+             timeout=30, interval=0.3, what="the comment in the sandbox LangSmith")
     assert credentials["LANGSMITH_API_KEY"] not in page.content()
 
 
@@ -216,10 +319,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried(page):
     open_tab(page, "Run a job")
     field(page, "exp-repo").fill("sandbox-user/does-not-exist")
     field(page, "exp-revision").fill("main")
-    before = current_job(page)
-    page.locator("#exp-submit").click()
-    job_id = selected_job(page, before)
-    expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
+    job_id = submit_and_wait(page, "exp-submit", "failed")
     row = page.locator(f'#jobs-table tr[data-job="{job_id}"]')
     expect(row.locator(".err")).to_contain_text("404")
     expect(page.locator("#job-detail .notice.error")).to_contain_text("does-not-exist", timeout=15_000)
@@ -231,10 +331,49 @@ def test_a_failed_job_shows_its_error_and_can_be_retried(page):
     expect(page.locator("#job-detail table tr")).to_have_count(3, timeout=SLOW)
     expect(job_state(page, job_id)).to_contain_text("failed", timeout=SLOW)
     expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^1/8$"))
-    # The README picture: a busy table, and the detail of the experiment uploaded by hand.
+    # Moving on to another job clears the message, and brings the detail into view under the table.
+    page.mouse.wheel(0, -5000)
     page.locator(f'#jobs-table tr[data-job="{JOBS.get("experiment", job_id)}"]').click()
     expect(page.locator("#job-detail h2")).to_contain_text(f'#{JOBS.get("experiment", job_id)}')
+    expect(page.locator("#job-message")).to_be_empty()
+    expect(page.locator("#job-detail")).to_be_in_viewport()
+    expect(page.locator("#jobs-table .page-line")).to_contain_text(re.compile(r"Jobs 1–\d+ of \d+"))
+    no_emoji(page)
+    page.evaluate("window.scrollTo(0, 0)")
     shoot(page, "jobs")
+
+
+def test_a_missing_project_fails_in_plain_words(page):
+    open_tab(page, "Run a job")
+    field(page, "bf-project").fill("no-such-project")
+    field(page, "bf-filter").fill("")
+    job_id = submit_and_wait(page, "bf-submit", "failed")
+    expect(page.locator(f'#jobs-table tr[data-job="{job_id}"] .err')).to_have_text(
+        "LangSmith has no project named 'no-such-project'")
+    open_tab(page, "Run a job")
+    expect(page.locator("#bf-status")).to_be_empty()  # the last submission's message is gone on a new visit
+
+
+def test_experiments_page_charts_main_and_the_demo_pr(page, sandbox):
+    open_tab(page, "Experiments")
+    chart = page.locator("#experiments-chart")
+    expect(chart.locator(".js-plotly-plot")).to_be_visible(timeout=30_000)
+    links = chart.locator(".textpoint a")
+    expect(links.filter(has_text="PR #1")).to_have_count(1, timeout=15_000)
+    assert links.count() >= 3  # the two pushes to main at start, the main revision reconciled, and the PR
+    href = links.filter(has_text="PR #1").first.evaluate(  # plotly's SVG links carry xlink:href
+        "a => a.getAttribute('href') || a.getAttributeNS('http://www.w3.org/1999/xlink', 'href')")
+    assert "/compare?selectedSessions=" in on_emulator(href, sandbox["credentials"]["LANGSMITH_ENDPOINT"])
+    latest = page.locator("#experiments-latest")
+    expect(latest).to_contain_text("sandbox-user/demo-evals · demo_qa")
+    expect(latest).to_contain_text("exact_match")
+    expect(latest.get_by_role("link", name=re.compile("PR #1"))).to_be_visible()
+    no_emoji(page)
+    shoot(page, "experiments")
+    langsmith = page.context.new_page()
+    langsmith.goto(href)
+    expect(langsmith.locator("section.experiment")).to_contain_text("exact_match")
+    langsmith.close()
 
 
 def test_settings_page(page, sandbox):

@@ -107,7 +107,7 @@ DONE_IS_DETECTED = {"hub-commit", "hub-comment", "ls-upload-experiment"}
 EVIDENCE = {"429": "429", "500": "500", "502": "502", "503": "503", "lost-502": "502", "lost-timeout": "imeout",
             "timeout": "imeout", "drop": "onnection", "lost-drop": "onnection",
             # a HEAD has no body to cut: the client sees a 200 without the Hub's headers
-            ("hub-download-head", "drop"): "LocalEntryNotFoundError"}
+            ("hub-download-head", "drop"): "cannot find the requested files"}
 # Cases that exposed bugs, fixed since (each was a strict xfail that now passes):
 # - BRIDGE_REQUEST_TIMEOUT was ignored by tree listings (huggingface_hub passes timeout=None) and by downloads
 #   (hf_hub_download passes its own 10 s): bridge.hub.TimeoutCap now caps every request at the transport;

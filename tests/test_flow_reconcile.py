@@ -29,7 +29,9 @@ def test_reconcile_uploads_missed_heads_and_backfills_missed_runs(hub, smith, ma
     runtime = make_bridge(CONFIG, state=tmp_path / "s")
     runtime.schedule_startup_jobs()  # what start_workers does first; the jobs then run here, one at a time
     jobs = run_jobs(runtime)
-    assert {j.kind for j in jobs} == {"reconcile", "experiment", "backfill", "flush", "housekeeping", "rules"}
+    # "scores": a fresh state dir also rebuilds the Experiments page's scores from LangSmith
+    assert {j.kind for j in jobs} == {"reconcile", "scores", "experiment", "backfill", "flush", "housekeeping",
+                                      "rules"}
     assert all(j.state == "succeeded" for j in jobs), [(j.kind, j.last_error) for j in jobs]
     assert all(j.trigger == "reconcile" for j in jobs)
     assert len(smith.experiments("llama-evals/demo_qa")) == 1

@@ -207,7 +207,7 @@ def collect_http(app: App, result: Outcome) -> None:
             result.gradio[f"{name}"] = call_gradio(app.base, dep["id"], [])
     show = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "show_job")
     listing = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "list_jobs")
-    result.gradio["list_jobs"] = call_gradio(app.base, listing, ["all", "all", "all", None])
+    result.gradio["list_jobs"] = call_gradio(app.base, listing, ["all", "all", "all", None, 1])
     for job_id in range(1, sum(jobs.values()) + 1):
         result.gradio[f"show_job {job_id}"] = call_gradio(app.base, show, [job_id])
 
@@ -245,7 +245,9 @@ def collect_state(app: App, result: Outcome) -> None:
 
 
 def test_scenario_ran_both_directions_and_the_failures(outcome):
-    states = sorted((j.kind, j.state) for j in outcome.jobs if j.kind != "housekeeping")
+    # each fresh start also rebuilds the Experiments page's scores from LangSmith (a `scores` job, issue 16)
+    assert all(j.state == "succeeded" for j in outcome.jobs if j.kind == "scores")
+    states = sorted((j.kind, j.state) for j in outcome.jobs if j.kind not in ("scores", "housekeeping"))
     assert states == sorted([("experiment", "succeeded"), ("experiment", "succeeded"), ("experiment", "failed"),
                              ("experiment", "failed"), ("export", "succeeded"), ("export", "failed"),
                              ("flush", "succeeded")]), [(j.kind, j.state, j.last_error) for j in outcome.jobs]
@@ -358,8 +360,9 @@ def test_pr_comment_escapes_html_from_task_and_model(outcome):
 
 # Regression: an export job's view once failed (its payload refers to the stored delivery since a3591cb).
 def test_every_job_view_renders(outcome):
-    failed = {job.id: job.kind for job in outcome.jobs
-              if '"success": false' in outcome.gradio[f"show_job {job.id}"]}
+    failed = {job.id: job.kind for job in outcome.jobs  # those stored when the views were read
+              if '"success": false' in outcome.gradio.get(f"show_job {job.id}", "")}
+    assert sum(f"show_job {job.id}" in outcome.gradio for job in outcome.jobs) >= 8
     assert failed == {}
 
 

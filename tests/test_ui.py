@@ -298,6 +298,8 @@ def test_local_app_runs_forms_and_shows_field_errors(local_app):
     before = store.counts()["queued"]
     bad = local_app.call("submit_experiment", ["not a repo", "dataset", "main", "auto", ""])
     assert bad["success"] and "not a repo id" in bad["text"] and store.counts()["queued"] == before
+    empty_repo = local_app.call("submit_experiment", ["", "dataset", "main", "auto", ""])
+    assert "Enter a repo id like owner/name" in empty_repo["text"] and "&#x27;&#x27;" not in empty_repo["text"]
     good = local_app.call("submit_experiment", ["acme/demo-evals", "dataset", "#3", "lm-eval", "a.jsonl,\nb.csv"])
     assert good["success"] and "Queued job" in good["text"]
     queued = store.list(kind="experiment", limit=1)[0]
@@ -373,12 +375,17 @@ ACTIONS = [
     ("rate_run", [], {"index": "r", "value": {"repo": "acme/feedback", "act": "up", "key": "user_score"}}),
     ("check_hub", [], None),
     ("check_langsmith", [], None),
+    ("rebuild_scores", [], None),
 ]
 READS = [
     ("show_job", [1], None),
     ("pick_job", [], {"index": 1, "value": "1"}),
-    ("list_jobs", ["all", "all", "all", 1], None),
-    ("tick", ["all", "all", "all", 1, {}], None),
+    ("list_jobs", ["all", "all", "all", 1, 2], None),
+    ("filter_jobs", ["all", "all", "all", 1], None),
+    ("older_jobs", ["all", "all", "all", 1, 2], None),
+    ("tick", ["all", "all", "all", 1, 2, {}], None),
+    ("load_experiments", [], None),
+    ("refresh_deliveries", [], None),
     ("list_runs", [], None),
     ("load_settings", [], None),
     ("load_choices", [], None),
@@ -400,7 +407,7 @@ def test_unauthorised_callers_cannot_read_jobs_through_the_api(closed_app, api_n
     answer = closed_app.call(api_name, [closed_app.marked.id if d == 1 else d for d in data], event_data=event)
     assert answer["success"], answer  # answered, with a refusal instead of the data
     assert MARKER not in answer["text"] and HF not in answer["text"] and "support-bot" not in answer["text"]
-    if api_name != "prefill":  # prefill leaves its fields untouched
+    if api_name not in ("prefill", "refresh_deliveries"):  # these leave their fields untouched
         assert "BRIDGE_ADMIN_PASSWORD is not set" in answer["text"]
 
 

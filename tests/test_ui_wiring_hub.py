@@ -29,11 +29,11 @@ def test_before_the_first_check_it_says_when_it_will_look(make_bridge):
 def test_managed_webhook_shows_state_watched_items_and_last_delivery(make_bridge, hub):
     runtime = checked(make_bridge)
     page = hub_webhook_html(runtime, detailed=True)
-    assert "managed by the bridge" in page and "✅ enabled" in page
+    assert "managed by the bridge" in page and "</svg> enabled" in page
     assert "user <code>acme</code>" in page and "repo, discussion" in page
     assert "Last delivery received" in page and "none yet" in page and SECRET not in page
     public = hub_webhook_html(runtime, detailed=False)
-    assert "acme" not in public and "✅ enabled" in public  # names only for people allowed to act
+    assert "acme" not in public and "</svg> enabled" in public  # names only for people allowed to act
 
 
 def test_re_enabled_time_and_problems_are_shown_escaped(make_bridge, hub):
@@ -48,7 +48,7 @@ def test_re_enabled_time_and_problems_are_shown_escaped(make_bridge, hub):
     page = hub_webhook_html(runtime)
     assert "Re-enabled after a suspension" in page and '<time class="ts"' in page
     assert "<script>" not in page and "&lt;script&gt;" in page
-    assert "1 problem(s)" in hub_webhook_html(runtime, detailed=False)
+    assert "1 problem:" in hub_webhook_html(runtime, detailed=False)
 
 
 def test_not_managed_says_why(make_bridge):

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, scores
 from ..errors import FormatError, PartialFailure, UpstreamError
 from ..formats.evals import UnrecognizedFormat, sidecar_candidates
 from ..formats.upload import Spool, experiment_name, iso, name_fields, render, window, write_body
@@ -155,7 +155,8 @@ class Upload:
 
     def described(self, dataset_id: str, session: Any) -> dict:
         meta = (session.extra or {}).get("metadata", {})
-        return {"experiment": session.name, "run_date": meta.get("bridge_run_date"),
+        started = session.start_time.isoformat() if session.start_time else None
+        return {"experiment": session.name, "run_date": meta.get("bridge_run_date"), "started_at": started,
                 **self.links(dataset_id, str(session.id), meta.get("bridge_rows"), meta.get("bridge_scores", {}))}
 
     def links(self, dataset_id: str, experiment_id: str, rows: Any, scores: dict) -> dict:
@@ -185,6 +186,7 @@ class Upload:
                   "dataset_description": f"Eval results from the Hugging Face repo {self.target.repo}"}
         response = self.send(spool, header, start, end, evals.path)
         return {"experiment": response["experiment"]["name"], "run_date": meta["bridge_run_date"],
+                "started_at": start.isoformat(),
                 **self.links(str(response["dataset"]["id"]), str(response["experiment"]["id"]), spool.rows,
                              spool.means())}
 
@@ -204,6 +206,14 @@ class Upload:
             write_body(spool, header, start, end, body)
             body.seek(0)
             return self.rt.smith.upload_experiment(body)
+
+
+def record_scores(runtime: Any, target: Target, outcomes: list[dict]) -> None:
+    """The headline scores for the Experiments page, kept in the state dir."""
+    if runtime.scores is None:
+        return
+    found = [scores.from_outcome(o, target.repo, target.ref, target.sha, target.pr) for o in outcomes]
+    runtime.scores.add([s for s in found if s is not None])
 
 
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -249,6 +259,7 @@ def run(job: Any, ctx: Any) -> dict:
             outcomes.append(upload.one(path) if path in tree else
                             {"file": path, "status": "failed", "error": f"{path} is not in revision {target.sha[:7]}"})
         ctx.progress(len(files), len(files), "files")
+        record_scores(rt, target, outcomes)
         if target.pr is not None and any(o["status"] in DONE for o in outcomes):
             result["comment_url"] = comment_on_pr(rt, target, rule, outcomes, upload.reader)
     if eval_results.wanted(rule, target):

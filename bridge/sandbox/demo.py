@@ -39,6 +39,7 @@ PROJECT = "demo-support-bot"
 MODEL = "demo-org/tiny-chat-1b"
 BENCHMARK = "demo-org/demo-qa"  # a benchmark dataset (it has an eval.yaml) with a leaderboard
 RIVAL = "demo-org/small-chat-3b"  # already on that leaderboard
+CREDENTIALS_FILE = "sandbox-credentials.json"
 
 CONFIG = f"""\
 # Demo configuration written by `python app.py --sandbox`.
@@ -158,11 +159,29 @@ class Sandbox:
             self.hub.add_webhook(f"{base}/webhooks/hub", watched=[{"type": "user", "name": USER}],
                                  secret=self.env["WEBHOOK_SECRET"])
         day = datetime.now(timezone.utc)
+        self.hub.commit(EVAL_REPO, lm_eval_files(day - timedelta(hours=20), MODEL, QUESTIONS[:5]),
+                        repo_type="dataset", message="Re-run demo_qa", author=USER)
         self.hub.commit(EVAL_REPO, lm_eval_files(day, MODEL, QUESTIONS), repo_type="dataset",
                         message="Add demo_qa results", author=USER)
         self.smith.rules.start(RULE_INTERVAL)
         threading.Thread(target=self._trace_when_ruled, daemon=True, name="sandbox-traces").start()
         self._open_pr(day)
+
+    def links(self) -> dict[str, str]:
+        """What the Overview's sandbox panel shows: the emulators' pages, the demo repos and project, the files."""
+        hub, smith = self.env["HF_ENDPOINT"], self.env["LANGSMITH_ENDPOINT"]
+        tenant, project = self.smith.store.tenant_id, self.smith.store.session_by_name(PROJECT)
+        return {"hub": hub, "langsmith": smith, "eval_repo": EVAL_REPO, "export_repo": EXPORT_REPO,
+                "project": PROJECT, "model": MODEL, "eval_repo_url": f"{hub}/datasets/{EVAL_REPO}",
+                "export_repo_url": f"{hub}/datasets/{EXPORT_REPO}", "pr_url": f"{hub}/datasets/{EVAL_REPO}/discussions/1",
+                "langsmith_home": f"{smith}/o/{tenant}/projects", "project_url": f"{smith}/o/{tenant}/projects/p/"
+                                                                                  f"{project['id']}",
+                "credentials": str(self.credentials_path),
+                "config": str(self.config_path), "state": str(self.root)}
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.root / CREDENTIALS_FILE
 
     def _wait_for_bridge_webhook(self, url: str, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -241,7 +260,7 @@ def start_sandbox(env: dict[str, str]) -> Sandbox:
         "LANGSMITH_WEBHOOK_SECRET": env.get("LANGSMITH_WEBHOOK_SECRET") or secrets.token_urlsafe(16),
         "BRIDGE_STATE_DIR": str(root / "bridge"), "BRIDGE_CONFIG": str(config_path),
     }
-    credentials = root / "sandbox-credentials.json"  # sandbox-only tokens, for people who want to push by hand
+    credentials = root / CREDENTIALS_FILE  # sandbox-only tokens, for people who want to push by hand
     credentials.write_text(json.dumps({k: sandbox_env[k] for k in ("HF_ENDPOINT", "HF_TOKEN", "LANGSMITH_ENDPOINT",
                                                                    "LANGSMITH_API_KEY", "WEBHOOK_SECRET",
                                                                    "LANGSMITH_WEBHOOK_SECRET")}, indent=2))
@@ -261,5 +280,5 @@ Trace your own app into the sandbox LangSmith and watch its runs reach {EXPORT_R
   LANGSMITH_TRACING=true LANGSMITH_ENDPOINT={sandbox.env['LANGSMITH_ENDPOINT']} \\
   LANGSMITH_API_KEY={sandbox.env['LANGSMITH_API_KEY']} LANGSMITH_PROJECT={PROJECT}
 Push more results with huggingface_hub: HfApi(endpoint=..., token=...) with the values in
-  {sandbox.root / 'sandbox-credentials.json'}
+  {sandbox.credentials_path}
 """, flush=True)

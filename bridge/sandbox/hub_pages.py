@@ -99,7 +99,8 @@ class HubPages:
         commit = repo.commits[oid]
         body = (self._header(repo, f"{revision}{'/' + folder if folder else ''}") +
                 f'<p>Last commit: <a href="{esc(self._web(repo))}/commit/{oid}">{esc(commit["title"])}</a> '
-                f'<code>{oid[:7]}</code></p><table><tr><th>name</th><th>bytes</th></tr>{rows}</table>')
+                f'<code>{oid[:7]}</code></p><table><tr><th>name</th><th>bytes</th></tr>{rows}</table>' +
+                (self._discussion_list(repo) if not folder else ""))
         return page(f"{repo.id} · {revision}", body)
 
     async def blob_page(self, request: Request, type: str | None, repo: str, rest: str) -> Response:
@@ -151,6 +152,14 @@ class HubPages:
         body = (self._header(repo, f"#{num} {discussion['title']}") +
                 f'<p>{kind} by {esc(discussion["author"])} · <b>{esc(discussion["status"])}</b></p>{events}')
         return page(f"{repo.id} #{num}", body)
+
+    def _discussion_list(self, repo: Repo) -> str:
+        """The repo's discussions and pull requests, newest first, as the Hub's Community tab lists them."""
+        items = "".join(
+            f'<li><a href="{esc(self._web(repo))}/discussions/{num}">#{num} {esc(d["title"])}</a> '
+            f'<span class="muted">{"pull request" if d["isPullRequest"] else "discussion"} · {esc(d["status"])}</span></li>'
+            for num, d in sorted(repo.discussions.items(), reverse=True))
+        return f'<h2>Community</h2><ul class="discussions">{items}</ul>' if items else ""
 
     def _event_html(self, repo: Repo, event: dict) -> str:
         who = f'<span class="muted">{esc(event["author"])} · {esc(event["createdAt"])}</span>'

@@ -39,7 +39,7 @@ def compact(value: Any, limit: int = 400) -> str:
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)} · LangSmith sandbox"
-                        f"</title><style>{STYLE}</style></head><body><header class='muted'>🦜 LangSmith (sandbox "
+                        f"</title><style>{STYLE}</style></head><body><header class='muted'>LangSmith (sandbox "
                         f"emulator)</header>{body}</body></html>", status_code=status)
 
 
@@ -67,6 +67,37 @@ def session_runs(store: Any, session_id: str) -> list[dict]:
 class Pages:
     def __init__(self, store: Any) -> None:
         self.store = store
+
+    async def home(self, request: Request) -> HTMLResponse:
+        """The workspace: tracing projects and datasets (the sandbox panel of the bridge links here)."""
+        base = f"/o/{request.path_params['tenant']}"
+        with self.store.lock:
+            projects = [s for s in self.store.sessions.values() if not s.get("reference_dataset_id")]
+            datasets = list(self.store.datasets.values())
+            project_rows = "".join(
+                f"<tr><td><a class='project' href='{esc(base)}/projects/p/{esc(s['id'])}'>{esc(s['name'])}</a></td>"
+                f"<td>{len(session_runs(self.store, s['id']))} run(s)</td></tr>" for s in projects)
+            dataset_rows = "".join(
+                f"<tr><td><a class='dataset' href='{esc(base)}/datasets/{esc(d['id'])}'>{esc(d['name'])}</a></td>"
+                f"<td>{sum(1 for x in self.store.sessions.values() if x.get('reference_dataset_id') == d['id'])}"
+                f" experiment(s)</td></tr>" for d in datasets)
+        body = (f"<h1>Workspace</h1><h3>Tracing projects</h3><table>{project_rows}</table>"
+                f"<h3>Datasets and experiments</h3><table>{dataset_rows}</table>")
+        return page("Workspace", body)
+
+    async def project(self, request: Request) -> HTMLResponse:
+        base = f"/o/{request.path_params['tenant']}/projects/p/{request.path_params['session_id']}"
+        with self.store.lock:
+            session = self.store.sessions.get(request.path_params["session_id"])
+            if session is None:
+                return not_found("project")
+            runs = sorted(session_runs(self.store, session["id"]), key=lambda r: r["start_time"], reverse=True)
+            rows = "".join(f"<tr><td><a href='{esc(base)}/r/{esc(r['id'])}'>{esc(r['name'])}</a></td>"
+                           f"<td>{esc(r['start_time'])}</td><td><pre>{compact(r.get('inputs'), 200)}</pre></td>"
+                           f"<td>{scores_text(score_means(self.store, {r['id']}))}</td></tr>" for r in runs[:200])
+        body = (f"<h1>Project {esc(session['name'])}</h1><p class='muted'>{len(runs)} run(s)</p>"
+                f"<table><tr><th>Run</th><th>Started</th><th>Input</th><th>Feedback</th></tr>{rows}</table>")
+        return page(session["name"], body)
 
     async def dataset(self, request: Request) -> HTMLResponse:
         with self.store.lock:
@@ -147,6 +178,9 @@ class WebPages:
         pages = Pages(store)
         self.app = app
         self.pages = Starlette(routes=[
+            Route("/o/{tenant}", pages.home, methods=["GET"]),
+            Route("/o/{tenant}/projects", pages.home, methods=["GET"]),
+            Route("/o/{tenant}/projects/p/{session_id}", pages.project, methods=["GET"]),
             Route("/o/{tenant}/datasets/{dataset_id}", pages.dataset, methods=["GET"]),
             Route("/o/{tenant}/datasets/{dataset_id}/compare", pages.compare, methods=["GET"]),
             Route("/o/{tenant}/projects/p/{session_id}/r/{run_id}", pages.run, methods=["GET"]),

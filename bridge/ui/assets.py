@@ -16,7 +16,18 @@ CSS = """
        background: var(--background-fill-secondary); }
 .who.ok { border-color: #16a34a66; } .who.no { border-color: #d9770666; }
 .muted { color: var(--body-text-color-subdued); }
-.warn-text { color: #b45309; }
+.warn-text { color: #b45309; } .ok-text { color: #15803d; } .dark .ok-text { color: #4ade80; }
+svg.icon { display: inline-block; vertical-align: -2px; flex: none; }
+.notice svg.icon { margin-right: 2px; }
+.card.sandbox { border-color: #f59e0b88; background: #f59e0b0d; }
+.card.sandbox a.pill { margin-right: 4px; }
+.last .useful, .last .latest { margin-left: 10px; }
+.last .latest.echo { opacity: 0.8; }
+.pager { gap: 8px; }
+.page-line { font-size: 0.85rem; margin: 4px 0; }
+.badge::before { content: ""; display: inline-block; width: 7px; height: 7px; border-radius: 50%;
+                 background: currentColor; margin-right: 5px; vertical-align: 1px; opacity: 0.8; }
+.fb-controls button.fb { display: inline-flex; align-items: center; gap: 4px; }
 .card { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 14px 16px !important;
         background: var(--block-background-fill); }
 .card h3, .sect h3 { margin: 0 0 6px; font-size: 1.02rem; font-weight: 650; }
@@ -104,7 +115,7 @@ pre.io-text { white-space: pre-wrap; word-break: break-word; font-family: inheri
 .fb-controls button, .fb-controls select, .fb-controls input { border: 1px solid var(--border-color-primary);
         border-radius: 8px; padding: 4px 10px; background: var(--background-fill-primary); font-size: 0.9rem;
         color: var(--body-text-color); }
-.fb-controls button.fb.up, .fb-controls button.fb.down { font-size: 1.05rem; padding: 2px 12px; }
+.fb-controls button.fb.up, .fb-controls button.fb.down { padding: 4px 12px; }
 .fb-controls button.send { font-size: 0.85rem; font-weight: 500; }
 .fb-controls button:hover { background: var(--background-fill-secondary); }
 .fb-controls input.fb-comment { flex: 1; min-width: 180px; }
@@ -141,6 +152,10 @@ JS = r"""
     element.replaceChildren(rel, ' ', abs);
     element.dataset.local = '1';
   }
+  window.bridgeShowDetail = () => {
+    const detail = document.getElementById('job-detail');
+    if (detail) setTimeout(() => detail.scrollIntoView({behavior: 'smooth', block: 'start'}), 60);
+  };
   window.bridgeTimes = (all) => {
     document.querySelectorAll(all ? 'time.ts' : 'time.ts:not([data-local])').forEach(render);
   };

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from .. import access
-from .html import notice
+from .html import badge, esc, notice
 
 log = logging.getLogger("bridge.ui")
 
@@ -40,7 +40,20 @@ def require(runtime: Any, request: gr.Request | None, profile: gr.OAuthProfile |
 
 
 def locked(who: access.Viewer) -> str:
-    return notice(f"🔒 {who.reason}", "warn")
+    return notice(f"Locked: {who.reason}", "warn")
+
+
+def jobs_now(store: Any, job_ids: Any) -> str:
+    """`job #3 succeeded, job #4 running`: jobs (a list or its JSON text) in their current state, not the state
+    they had when a delivery queued them."""
+    ids = json.loads(job_ids or "[]") if isinstance(job_ids, str) else list(job_ids or [])
+    parts = []
+    for job_id in ids:
+        try:
+            parts.append(f"job #{int(job_id)} {badge(store.get(int(job_id)).state)}")
+        except (KeyError, ValueError, TypeError):
+            parts.append(f"job #{esc(job_id)} (no longer stored)")
+    return ", ".join(parts)
 
 
 def on(event: Any, fn: Any, inputs: Any = None, outputs: Any = None, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ import yaml
 from .. import access
 from ..settings import DEFAULT_LANGSMITH_ENDPOINT
 from .common import locked, viewer
-from .html import esc, notice
+from .html import esc, icon, notice
 from .overview import open_endpoints
 
 SECRETS = [("HF_TOKEN", "hf_token"), ("LANGSMITH_API_KEY", "langsmith_api_key"), ("WEBHOOK_SECRET", "webhook_secret"),
@@ -22,6 +22,7 @@ PLAIN = [("HF_ENDPOINT", "hf_endpoint"), ("LANGSMITH_ENDPOINT", "langsmith_endpo
 
 
 NOT_SET = '<span class="muted">not set</span>'
+SET = f'<span class="ok-text">{icon("ok")} set (value hidden)</span>'
 
 
 def config_yaml(settings: Any, scrub: Any) -> str:
@@ -32,7 +33,7 @@ def config_yaml(settings: Any, scrub: Any) -> str:
 def env_html(settings: Any, scrub: Any) -> str:
     rows = []
     for name, attr in SECRETS:
-        state = "✅ set (value hidden)" if getattr(settings, attr) is not None else NOT_SET
+        state = SET if getattr(settings, attr) is not None else NOT_SET
         rows.append(f"<tr><td><code>{name}</code></td><td>{state}</td></tr>")
     for name, attr in PLAIN:
         value = getattr(settings, attr)
@@ -81,7 +82,7 @@ def runs_api_notes(runs_api: str | None) -> list[tuple[str, str]]:
 def problems_html(runtime: Any) -> str:
     found = problems(runtime)
     if not found:
-        return notice("✅ No problems found.", "ok")
+        return notice(f"{icon('ok')} No problems found.", "ok", raw=True)
     return "".join(notice(text, kind) for kind, text in found)
 
 

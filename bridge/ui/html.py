@@ -12,8 +12,31 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlparse
 
-STATE_ICONS = {"scheduled": "🕒", "queued": "⏳", "running": "⚙️", "succeeded": "✅", "failed": "❌", "dead": "☠️",
-               "cancelled": "⊘", "uploaded": "✅", "exists": "✅", "skipped": "➖"}
+# Small inline SVG icons, always beside a text label: the page must read right on a machine without a colour-emoji
+# font (emoji there render as empty boxes). `currentColor` takes the text colour of where they are used.
+_PATHS = {
+    "ok": '<path d="M3 8.5l3.2 3L13 4.5" fill="none" stroke="currentColor" stroke-width="2"/>',
+    "error": '<path d="M4 4l8 8M12 4l-8 8" fill="none" stroke="currentColor" stroke-width="2"/>',
+    "warn": '<path d="M8 1.5L15 14H1z" fill="none" stroke="currentColor" stroke-width="1.6"/>'
+            '<path d="M8 6v4M8 11.5v1.5" stroke="currentColor" stroke-width="1.6"/>',
+    "lock": '<rect x="3" y="7" width="10" height="7" rx="1" fill="currentColor"/>'
+            '<path d="M5 7V5a3 3 0 016 0v2" fill="none" stroke="currentColor" stroke-width="1.6"/>',
+    "up": '<path d="M2 7h3v7H2zM6 7l3-5c1 0 2 1 1.6 2.4L10 7h3.5a1.3 1.3 0 011.3 1.6l-1.2 4.6A1.3 1.3 0 0112.3 14H6z"'
+          ' fill="currentColor"/>',
+    "down": '<g transform="rotate(180 8 8)"><path d="M2 7h3v7H2zM6 7l3-5c1 0 2 1 1.6 2.4L10 7h3.5a1.3 1.3 0 '
+            '011.3 1.6l-1.2 4.6A1.3 1.3 0 0112.3 14H6z" fill="currentColor"/></g>',
+    "comment": '<path d="M2 3h12v8H7l-3 3v-3H2z" fill="none" stroke="currentColor" stroke-width="1.6"/>',
+}
+
+
+def icon(name: str) -> str:
+    return (f'<svg class="icon icon-{name}" viewBox="0 0 16 16" width="14" height="14" aria-hidden="true">'
+            f'{_PATHS[name]}</svg>')
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 experiments rule`, `2 experiments rules`: `word` is the singular, `many` the plural when not word+s."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 def esc(value: Any) -> str:
@@ -58,7 +81,7 @@ def link(url: Any, text: str, cls: str = "ext") -> str:
 
 def badge(state: Any) -> str:
     state = str(state or "")
-    return f'<span class="badge st-{esc(state)}">{STATE_ICONS.get(state, "")} {esc(state)}</span>'
+    return f'<span class="badge st-{esc(state)}">{esc(state)}</span>'
 
 
 def duration(seconds: float | None) -> str:
@@ -87,6 +110,18 @@ def code(value: Any, limit: int = 20_000) -> str:
     if len(text) > limit:
         text = text[:limit] + f"\n… ({len(text) - limit} more characters not shown)"
     return f'<pre class="code">{esc(text)}</pre>'
+
+
+def enabled_text(enabled: bool | None) -> str:
+    """Whether a webhook or rule is on, in words with an icon (never an emoji alone)."""
+    if enabled is None:
+        return '<span class="muted">unknown</span>'
+    return f"{icon('ok')} enabled" if enabled else f'<span class="warn-text">{icon("warn")} disabled</span>'
+
+
+def warning(text: str) -> str:
+    """A warning box for plain text: the icon, then the escaped text."""
+    return notice(f"{icon('warn')} {esc(text)}", "warn", raw=True)
 
 
 def notice(text: str, kind: str = "info", raw: bool = False) -> str:

@@ -19,7 +19,7 @@ from .common import clean, locked, on, require, viewer
 from .html import badge, code, duration, empty, esc, kv, link, notice, section, table, ts
 
 ALL = "all"
-TABLE_LIMIT = 100
+PAGE_SIZE = 50
 LINK_LABELS = (("experiment_url", "LangSmith"), ("commit_url", "HF commit"), ("comment_url", "PR comment"))
 
 
@@ -81,15 +81,21 @@ def job_row(job: Job, now: float) -> list[str]:
             f'<span class="err" title="{error}">{error}</span>' if error else ""]
 
 
-def jobs_table(jobs: list[Job], selected: int | None, now: float, filtered: bool) -> str:
+def jobs_table(jobs: list[Job], selected: int | None, now: float, filtered: bool, offset: int = 0,
+               total: int | None = None) -> str:
     if not jobs:
         return empty("No job matches these filters: choose “all” to see every job." if filtered else
                      "No jobs yet. They appear when a webhook delivery arrives (configure the URLs on the Overview) "
                      "or when you start one on the Run a job page.")
     attrs = [f' data-job="{j.id}" class="job-row{" selected" if j.id == selected else ""}"' for j in jobs]
     headers = ["Job", "Kind", "Subject", "State", "Attempts", "Trigger", "Created", "Duration", "Links", "Error"]
-    more = f'<p class="muted">Showing the latest {TABLE_LIMIT} jobs.</p>' if len(jobs) >= TABLE_LIMIT else ""
-    return table(headers, [job_row(j, now) for j in jobs], "tbl jobs", attrs) + more
+    return table(headers, [job_row(j, now) for j in jobs], "tbl jobs", attrs) + page_line(offset, len(jobs), total)
+
+
+def page_line(offset: int, shown: int, total: int | None) -> str:
+    total = offset + shown if total is None else total
+    return (f'<p class="muted page-line">Jobs {offset + 1}–{offset + shown} of {total}, newest first '
+            f'({PAGE_SIZE} a page).</p>')
 
 
 def export_summary(payload: dict, store: Any) -> dict:
@@ -243,8 +249,11 @@ element.addEventListener('click', (event) => {
   element.querySelectorAll('tr.selected').forEach((other) => other.classList.remove('selected'));
   row.classList.add('selected');
   trigger('select', {index: Number(row.dataset.job), value: row.dataset.job});
+  window.bridgeShowDetail();
 });
 """
+# The detail is below a table of up to 50 rows: bring it into view when a job is opened.
+SHOW_DETAIL_JS = """() => { window.bridgeShowDetail && window.bridgeShowDetail(); }"""
 
 
 def job_number_of(text: Any) -> int:
@@ -270,6 +279,11 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
         trigger = gr.Dropdown([ALL, *TRIGGERS], value=ALL, label="Trigger", elem_id="filter-trigger", scale=1)
         live = gr.Checkbox(value=True, label="Refresh every 3 s", elem_id="jobs-live", scale=1)
     table_html = gr.HTML(elem_id="jobs-table", js_on_load=ROW_CLICK_JS)
+    with gr.Row(elem_classes="pager"):
+        newer = gr.Button("← Newer", size="sm", elem_id="jobs-newer", scale=0, min_width=110)
+        older = gr.Button("Older →", size="sm", elem_id="jobs-older", scale=0, min_width=110)
+        page_no = gr.Number(value=1, label="Page", precision=0, minimum=1, elem_id="jobs-page", scale=0,
+                            min_width=90, visible=False)
     with gr.Row(elem_classes="job-bar"):
         job_id = gr.Textbox(label="Job #", placeholder="e.g. 12", max_lines=1, elem_id="job-id", scale=0,
                             min_width=140)
@@ -294,31 +308,53 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
                           "warn"), None
         return detail_html(job, store.attempts(job.id), store, time.time()), job
 
-    def render_table(state_value, kind_value, trigger_value, selected) -> str:
+    def render_table(state_value, kind_value, trigger_value, selected, page_value=1) -> str:
         filters = {"state": _filter(state_value), "kind": _filter(kind_value), "trigger": _filter(trigger_value)}
-        jobs = store.list(**filters, limit=TABLE_LIMIT)
+        offset = (max(1, int(page_value or 1)) - 1) * PAGE_SIZE
+        total = store.count(**filters)
+        if offset >= total:  # the page emptied (jobs pruned, a filter changed): show the last one there is
+            offset = max(0, (total - 1) // PAGE_SIZE) * PAGE_SIZE
+        jobs = store.list(**filters, offset=offset, limit=PAGE_SIZE)
         try:
             chosen = job_number_of(selected) if str(selected or "").strip() else None
         except ValueError:
             chosen = None
-        return jobs_table(jobs, chosen, time.time(), any(filters.values()))
+        return jobs_table(jobs, chosen, time.time(), any(filters.values()), offset, total)
 
-    def list_jobs(state_value: str, kind_value: str, trigger_value: str, selected: Any, request: gr.Request,
-                  profile: gr.OAuthProfile | None):
-        who = viewer(runtime, request, profile)
-        return render_table(state_value, kind_value, trigger_value, selected) if who.allowed else locked(who)
-
-    def show_job(job_number: Any, request: gr.Request, profile: gr.OAuthProfile | None):
+    def list_jobs(state_value: str, kind_value: str, trigger_value: str, selected: Any, page_value: Any,
+                  request: gr.Request, profile: gr.OAuthProfile | None):
         who = viewer(runtime, request, profile)
         if not who.allowed:
-            return (locked(who), *buttons(None))
+            return locked(who)
+        return render_table(state_value, kind_value, trigger_value, selected, page_value)
+
+    def filter_jobs(state_value: str, kind_value: str, trigger_value: str, selected: Any, request: gr.Request,
+                    profile: gr.OAuthProfile | None):
+        """A filter changed: back to the first page, and the last action's message is cleared."""
+        return list_jobs(state_value, kind_value, trigger_value, selected, 1, request, profile), 1, ""
+
+    def turn(step: int):
+        def turn_page(state_value: str, kind_value: str, trigger_value: str, selected: Any, page_value: Any,
+                      request: gr.Request, profile: gr.OAuthProfile | None):
+            total = store.count(state=_filter(state_value), kind=_filter(kind_value), trigger=_filter(trigger_value))
+            last = max(1, -(-total // PAGE_SIZE))
+            number = min(last, max(1, int(page_value or 1) + step))
+            return list_jobs(state_value, kind_value, trigger_value, selected, number, request, profile), number
+        turn_page.__name__ = "older_jobs" if step > 0 else "newer_jobs"
+        return turn_page
+
+    def show_job(job_number: Any, request: gr.Request, profile: gr.OAuthProfile | None):
+        """Opens a job; the message about the previous action is cleared."""
+        who = viewer(runtime, request, profile)
+        if not who.allowed:
+            return (locked(who), *buttons(None), "")
         html_text, job = render_detail(job_number)
-        return (html_text, *buttons(job))
+        return (html_text, *buttons(job), "")
 
     def pick_job(event: gr.SelectData, request: gr.Request, profile: gr.OAuthProfile | None):
         return (event.index, *show_job(event.index, request, profile))
 
-    def tick(state_value: str, kind_value: str, trigger_value: str, selected: Any, last: dict,
+    def tick(state_value: str, kind_value: str, trigger_value: str, selected: Any, page_value: Any, last: dict,
              request: gr.Request, profile: gr.OAuthProfile | None):
         """Re-renders only what changed, so an open section or a scrolled table is not reset every 3 s."""
         who = viewer(runtime, request, profile)
@@ -326,7 +362,7 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
             text = locked(who)
             return (text if hash(text) != last.get("table") else gr.skip()), gr.skip(), gr.skip(), gr.skip(), \
                 {"table": hash(text)}
-        table_text = render_table(state_value, kind_value, trigger_value, selected)
+        table_text = render_table(state_value, kind_value, trigger_value, selected, page_value)
         selected = str(selected or "").strip()
         detail_text, job = render_detail(selected) if selected else (None, None)
         fresh = {"table": hash(table_text), "detail": hash(detail_text)}
@@ -361,13 +397,17 @@ def build(runtime: Any, timer: gr.Timer) -> dict:
 
     filters = [state, kind, trigger, job_id]
     detail_outputs = [detail, retry_btn, cancel_btn]
-    on(table_html.select, pick_job, None, [job_id, *detail_outputs], show_progress="hidden")
-    on(open_btn.click, show_job, job_id, detail_outputs)
-    on(job_id.submit, show_job, job_id, detail_outputs)
+    on(table_html.select, pick_job, None, [job_id, *detail_outputs, message], show_progress="hidden")
+    for event in (open_btn.click, job_id.submit):
+        on(event, show_job, job_id, [*detail_outputs, message]).then(None, js=SHOW_DETAIL_JS,
+                                                                    api_visibility="private")
     for dropdown in (state, kind, trigger):
-        on(dropdown.change, list_jobs, filters, table_html, show_progress="hidden")
-    on(timer.tick, tick, [*filters, seen], [table_html, *detail_outputs, seen], show_progress="hidden")
+        on(dropdown.change, filter_jobs, filters, [table_html, page_no, message], show_progress="hidden")
+    for button, step in ((newer, -1), (older, 1)):
+        on(button.click, turn(step), [*filters, page_no], [table_html, page_no], show_progress="hidden")
+    on(timer.tick, tick, [*filters, page_no, seen], [table_html, *detail_outputs, seen], show_progress="hidden")
     on(retry_btn.click, retry_job, job_id, [message, *detail_outputs])
     on(cancel_btn.click, cancel_job, job_id, [message, *detail_outputs])
     on(live.change, set_live, live, timer)
-    return {"table": table_html, "filters": filters, "list": list_jobs, "job_id": job_id}
+    return {"table": table_html, "filters": [*filters, page_no], "list": list_jobs, "job_id": job_id,
+            "message": message}

@@ -1,4 +1,4 @@
-"""The Review page: recently exported runs with their input and output, and 👍 / 👎 / comment controls.
+"""The Review page: recently exported runs with their input and output, and Good / Bad / comment controls.
 
 A rating becomes a `feedback` job that posts to the run's presigned feedback link from the server: neither the link
 nor the LangSmith key is sent to the browser. The browser names a run by (repo, run id) only, and the run is looked
@@ -16,11 +16,11 @@ import gradio as gr
 from .. import actions
 from ..actions import FieldError
 from .common import locked, on, require, viewer
-from .html import badge, empty, esc, link, notice, ts, when
+from .html import badge, empty, esc, icon, link, notice, ts, when
 
 LIMIT = 30
 SCORES = {"up": 1.0, "down": 0.0, "comment": None}
-ICONS = {1.0: "👍", 0.0: "👎"}
+WORDS = {1.0: "Good", 0.0: "Bad"}
 MAX_PREVIEW = 1_500
 
 CLICK_JS = """
@@ -30,9 +30,17 @@ element.addEventListener('click', (event) => {
   const card = button.closest('.run-card');
   const key = card.querySelector('select.fb-key');
   const comment = card.querySelector('.fb-comment');
-  card.querySelector('.fb-sent').textContent = 'Sending…';
+  const text = comment ? comment.value.trim() : '';
+  const said = card.querySelector('.fb-sent');
+  if (button.dataset.act === 'comment' && !text) {  // refused here: nothing is sent, so nothing says "Sending"
+    said.textContent = 'Write a comment first, then press Send comment.';
+    if (comment) comment.focus();
+    return;
+  }
+  said.textContent = 'Sending…';
+  if (comment) comment.value = '';  // sent: the box is ready for the next comment
   trigger('select', {index: card.dataset.run, value: {repo: card.dataset.repo, act: button.dataset.act,
-                     key: key ? key.value : card.dataset.key, comment: comment ? comment.value : ''}});
+                     key: key ? key.value : card.dataset.key, comment: text}});
 });
 """
 
@@ -106,7 +114,7 @@ def feedback_chips(feedback: list[dict]) -> str:
 def sent_line(jobs: list) -> str:
     if not jobs:
         return ""
-    parts = [f"{ICONS.get(j.payload.get('score'), '💬')} #{j.id} {badge(j.state)}" for j in jobs[:3]]
+    parts = [f"{WORDS.get(j.payload.get('score'), 'Comment')} #{j.id} {badge(j.state)}" for j in jobs[:3]]
     return "Sent from here: " + " ".join(parts)
 
 
@@ -129,8 +137,8 @@ def controls(run: dict, keys: list[str], any_links: bool) -> str:
     picker = (f'<select class="fb-key" aria-label="Feedback key">{options}</select>' if len(keys) > 1
               else f'<span class="chip key">{esc(keys[0])}</span>')
     return (f'<div class="fb-controls">{picker}'
-            '<button class="fb up" data-act="up" title="Good answer">👍</button>'
-            '<button class="fb down" data-act="down" title="Bad answer">👎</button>'
+            f'<button class="fb up" data-act="up" title="Good answer: score 1">{icon("up")} Good</button>'
+            f'<button class="fb down" data-act="down" title="Bad answer: score 0">{icon("down")} Bad</button>'
             '<input class="fb-comment" type="text" maxlength="2000" placeholder="Comment (optional)">'
             '<button class="fb send" data-act="comment">Send comment</button></div>')
 
@@ -166,8 +174,8 @@ def sent_by_run(store: Any) -> dict[str, list]:
 def build(runtime: Any) -> dict:
     store, ledger = runtime.store, runtime.ledger
     with gr.Row(elem_classes="toolbar"):
-        gr.HTML('<p class="muted">Recently exported runs, newest first. 👍 and 👎 send a score of 1 or 0 for the '
-                'run’s feedback key through its presigned link.</p>')
+        gr.HTML('<p class="muted">Recently exported runs, newest first. <b>Good</b> and <b>Bad</b> send a score of 1 '
+                'or 0 for the run’s feedback key through its presigned link.</p>')
         refresh = gr.Button("Refresh", elem_id="review-refresh", scale=0, min_width=100)
     status = gr.HTML(elem_id="review-status")
     runs_html = gr.HTML(elem_id="review-list", js_on_load=CLICK_JS)
@@ -194,8 +202,8 @@ def build(runtime: Any) -> dict:
             job = actions.submit_feedback(store, run, str(choice.get("key") or ""), SCORES[act], comment)
         except FieldError as exc:
             return notice(f"Not sent: {exc}.", "error"), render()
-        icon = ICONS.get(SCORES[act], "💬")
-        return notice(f"{icon} on “{run.get('name')}” (run {run_id[:8]}) queued as job #{job.id}; it goes out "
+        what = WORDS.get(SCORES[act], "Comment")
+        return notice(f"{what} on “{run.get('name')}” (run {run_id[:8]}) queued as job #{job.id}; it goes out "
                       "through the run’s feedback link.", "ok"), render()
 
     on(refresh.click, list_runs, None, runs_html)

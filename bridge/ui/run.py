@@ -14,8 +14,8 @@ import gradio as gr
 from .. import actions
 from ..actions import FieldError
 from ..settings import EVAL_FORMATS
-from .common import locked, on, require, viewer
-from .html import empty, esc, notice, table, ts
+from .common import jobs_now, locked, on, require, viewer
+from .html import empty, esc, icon, notice, table, ts
 
 FILTER_SHAPE = re.compile(r"^\s*[a-z_]+\(.*\)\s*$", re.DOTALL)
 
@@ -41,7 +41,7 @@ def field_error(elem_id: str) -> gr.HTML:
 def error_updates(slots: dict[str, gr.HTML], exc: FieldError | None) -> list[gr.HTML]:
     """The message under the field it names (others hidden); an unknown field name shows under the first field."""
     name = exc.field if exc is not None and exc.field in slots else next(iter(slots))
-    shown = {key: f"⚠️ {esc(exc)}" for key in slots if exc is not None and key == name}
+    shown = {key: f"{icon('warn')} {esc(exc)}" for key in slots if exc is not None and key == name}
     return [gr.HTML(shown.get(key, ""), visible=key in shown) for key in slots]
 
 
@@ -50,18 +50,15 @@ def queued_message(jobs: list) -> str:
     return notice(f"Queued job {ids}. It is selected on the Jobs page.", "ok")
 
 
-def deliveries_html(deliveries: list[dict]) -> str:
+def deliveries_html(deliveries: list[dict], store: Any) -> str:
+    """Each delivery with its jobs in their current state: "queued" is what it was told, long ago maybe."""
     if not deliveries:
         return empty("No stored deliveries yet. Each webhook delivery is kept here (except duplicates) so it can be "
                      "replayed after you change bridge.yaml.")
     rows = [[f"<b>#{d['id']}</b>", esc(d["source"]), ts(d["received_at"]), esc(d["outcome"]),
-             esc(", ".join(f"#{i}" for i in _ids(d["job_ids"])) or "—"),
+             jobs_now(store, d["job_ids"]) or "—",
              f'<span class="muted">{esc(d["reason"] or "")}</span>'] for d in deliveries]
-    return table(["Delivery", "Source", "Received", "Outcome", "Jobs", "Reason"], rows)
-
-
-def _ids(text: str) -> list[int]:
-    return [int(i) for i in re.findall(r"\d+", text or "")]
+    return table(["Delivery", "Source", "Received", "Outcome", "Jobs now", "Reason"], rows)
 
 
 def delivery_label(d: dict) -> tuple[str, int]:
@@ -71,13 +68,15 @@ def delivery_label(d: dict) -> tuple[str, int]:
 
 def build(runtime: Any, tabs: gr.Tabs, job_id: gr.Number) -> dict:
     store, config = runtime.store, runtime.settings.config
+    demo = runtime.extras.get("sandbox") or {}  # in the sandbox the forms start filled with the demo repo and project
     lock_note = gr.HTML(visible=False)
     with gr.Column(visible=True) as content:
         with gr.Row(equal_height=False):
             with gr.Column(elem_classes="card"):
-                gr.HTML('<h3>⬆️ Upload an experiment</h3><p class="muted">Eval result files at one revision of a '
+                gr.HTML('<h3>Upload an experiment</h3><p class="muted">Eval result files at one revision of a '
                         'Hub repo become LangSmith experiments (one per file), like a push to a watched repo.</p>')
-                repo = gr.Textbox(label="Repo", placeholder="owner/name", elem_id="exp-repo")
+                repo = gr.Textbox(demo.get("eval_repo", ""), label="Repo", placeholder="owner/name",
+                                  elem_id="exp-repo")
                 repo_err = field_error("exp-repo-error")
                 with gr.Row():
                     repo_type = gr.Dropdown(list(actions.REPO_TYPES), value="dataset", label="Repo type",
@@ -95,13 +94,14 @@ def build(runtime: Any, tabs: gr.Tabs, job_id: gr.Number) -> dict:
                 exp_btn = gr.Button("Upload to LangSmith", variant="primary", elem_id="exp-submit")
                 exp_status = gr.HTML(elem_id="exp-status")
             with gr.Column(elem_classes="card"):
-                gr.HTML('<h3>⏪ Back-fill an export</h3><p class="muted">Runs already in a LangSmith project go '
+                gr.HTML('<h3>Back-fill an export</h3><p class="muted">Runs already in a LangSmith project go '
                         'through the same export as rule deliveries; runs already exported are skipped.</p>')
                 # Choices arrive with the authorised page load; the handler checks the value, not the dropdown.
                 target = gr.Dropdown([], label="Export target (from bridge.yaml)", elem_id="bf-target",
                                      allow_custom_value=True)
                 target_err = field_error("bf-target-error")
-                project = gr.Textbox(label="LangSmith project", elem_id="bf-project", placeholder="my-chatbot")
+                project = gr.Textbox(demo.get("project", ""), label="LangSmith project", elem_id="bf-project",
+                                     placeholder="my-chatbot")
                 project_err = field_error("bf-project-error")
                 run_filter = gr.Textbox(label="Filter (optional)", elem_id="bf-filter",
                                         placeholder='and(eq(is_root, true), eq(name, "ChatOpenAI"))',
@@ -114,7 +114,7 @@ def build(runtime: Any, tabs: gr.Tabs, job_id: gr.Number) -> dict:
                 bf_btn = gr.Button("Start back-fill", variant="primary", elem_id="bf-submit")
                 bf_status = gr.HTML(elem_id="bf-status")
         with gr.Column(elem_classes="card"):
-            gr.HTML('<h3>🔁 Replay a stored delivery</h3><p class="muted">Routes a delivery again with the current '
+            gr.HTML('<h3>Replay a stored delivery</h3><p class="muted">Routes a delivery again with the current '
                     'configuration, e.g. after adding the rule it needed.</p>')
             deliveries = gr.HTML(elem_id="deliveries")
             with gr.Row():
@@ -179,15 +179,17 @@ def build(runtime: Any, tabs: gr.Tabs, job_id: gr.Number) -> dict:
         target_update = gr.Dropdown(choices=targets, value=targets[0] if targets else None,
                                     info=None if targets else "No exports target in bridge.yaml: add one under "
                                                               "`exports:` (rule_id, repo) to back-fill into it.")
-        return [gr.HTML(visible=False), gr.Column(visible=True), target_update, deliveries_html(stored[:20]),
+        return [gr.HTML(visible=False), gr.Column(visible=True), target_update, deliveries_html(stored[:20], store),
                 gr.Dropdown(choices=[delivery_label(d) for d in stored], value=None)]
 
     def refresh_deliveries(request: gr.Request, profile: gr.OAuthProfile | None) -> list:
-        """On every visit of the page: new deliveries may have arrived; the form fields keep what was typed."""
+        """On every visit of the page: new deliveries may have arrived; the form fields keep what was typed, the
+        messages about the last submission are cleared."""
         if not viewer(runtime, request, profile).allowed:
-            return [gr.skip(), gr.skip()]
+            return [gr.skip()] * 5
         stored = [d for d in store.deliveries(limit=50) if d["has_body"]]
-        return [deliveries_html(stored[:20]), gr.Dropdown(choices=[delivery_label(d) for d in stored])]
+        return [deliveries_html(stored[:20], store), gr.Dropdown(choices=[delivery_label(d) for d in stored]),
+                "", "", ""]
 
     def prefill(target_value: str, request: gr.Request, profile: gr.OAuthProfile | None) -> list:
         """Fills project and filter from the target's `backfill:` entry in bridge.yaml, when it has one."""
@@ -204,4 +206,4 @@ def build(runtime: Any, tabs: gr.Tabs, job_id: gr.Number) -> dict:
     on(replay_btn.click, replay, pick, [pick_err, replay_status, *moved])
     on(target.change, prefill, target, [project, run_filter])
     return {"load": (load_choices, [lock_note, content, target, deliveries, pick]),
-            "visit": (refresh_deliveries, [deliveries, pick])}
+            "visit": (refresh_deliveries, [deliveries, pick, exp_status, bf_status, replay_status])}

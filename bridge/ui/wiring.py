@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..rule_state import managed_key, named_key
-from .html import esc, ts
+from .html import enabled_text, esc, icon, ts
 
 NOT_CHECKED = "not checked yet (the check runs at start and at every reconcile)"
 
@@ -29,12 +29,6 @@ def _when(value: Any) -> str:
     return ts(value, empty="never")
 
 
-def _enabled(state: dict) -> str:
-    if state.get("enabled") is None:
-        return '<span class="muted">unknown</span>'
-    return "✅ enabled" if state["enabled"] else "⏸️ disabled"
-
-
 def _row(entry: dict, state: dict, last_delivery: float | None) -> str:
     kind = "managed by the bridge" if entry["managed"] else "named in bridge.yaml"
     rule_id = state.get("rule_id") or entry.get("rule_id")
@@ -46,9 +40,9 @@ def _row(entry: dict, state: dict, last_delivery: float | None) -> str:
     log_status = state.get("log_status")
     if log_status and log_status != "read":
         problem = "; ".join(filter(None, (problem, log_status)))
-    problem_html = f'<span class="warn-text">⚠️ {esc(problem)}</span>' if problem else "—"
+    problem_html = f'<span class="warn-text">{icon("warn")} {esc(problem)}</span>' if problem else "—"
     return (f"<tr><td><b>{title}</b>{ident}{where}<div class=\"muted\">{kind}</div></td>"
-            f"<td>{esc(', '.join(entry['repos']))}</td><td class=\"nowrap\">{_enabled(state)}</td>"
+            f"<td>{esc(', '.join(entry['repos']))}</td><td class=\"nowrap\">{enabled_text(state.get('enabled'))}</td>"
             f"<td class=\"nowrap\">{_when(last_delivery)}</td><td class=\"nowrap\">{_when(state.get('last_applied'))}</td>"
             f"<td>{int(state.get('recovered') or 0)}</td><td>{problem_html}</td></tr>")
 

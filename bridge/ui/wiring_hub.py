@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..flows.hub_webhook import load_state
-from .html import esc, kv, notice, ts
+from .html import enabled_text, esc, kv, notice, plural, ts, warning
 
 NEVER_CHECKED = "Not checked yet: the bridge looks at its Hub webhook at start and at every reconcile."
 
@@ -18,12 +18,6 @@ def watched_text(items: list[dict] | None) -> str:
     if not items:
         return '<span class="muted">nothing</span>'
     return ", ".join(f'{esc(i.get("type"))} <code>{esc(i.get("name"))}</code>' for i in items)
-
-
-def enabled_text(state: dict) -> str:
-    if state.get("enabled") is None:
-        return '<span class="muted">unknown</span>'
-    return "✅ enabled" if state["enabled"] else '<span class="warn-text">⚠️ disabled</span>'
 
 
 def last_delivery(runtime: Any) -> str:
@@ -37,11 +31,11 @@ def hub_webhook_html(runtime: Any, detailed: bool = True) -> str:
     state = load_state(runtime)
     if state is None:
         return notice(NEVER_CHECKED) + kv([("Last delivery received", last_delivery(runtime))])
-    managed = ("🤖 managed by the bridge" if state.get("managed")
-               else f"👤 set up by hand — {esc(state.get('why') or '')}")
+    managed = ("managed by the bridge" if state.get("managed")
+               else f"set up by hand — {esc(state.get('why') or '')}")
     pairs = [("Webhook", managed)]
     if state.get("managed"):
-        pairs.append(("State", enabled_text(state)))
+        pairs.append(("State", enabled_text(state.get("enabled"))))
         if detailed:
             pairs += [("Watches", watched_text(state.get("watched"))),
                       ("Domains", esc(", ".join(state.get("domains") or [])) or "—")]
@@ -53,5 +47,5 @@ def hub_webhook_html(runtime: Any, detailed: bool = True) -> str:
         pairs.append((f"Last {action['action']}", ts(action.get("at"))))
     problems = state.get("problems") or []
     if not detailed:
-        return kv(pairs) + (notice(f"⚠️ {len(problems)} problem(s): sign in to see them.", "warn") if problems else "")
-    return kv(pairs) + "".join(notice(f"⚠️ {p}", "warn") for p in problems)
+        return kv(pairs) + (warning(f"{plural(len(problems), 'problem')}: sign in to see them.") if problems else "")
+    return kv(pairs) + "".join(warning(p) for p in problems)
