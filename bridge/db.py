@@ -28,17 +28,21 @@ class Database:
         # One writer at a time inside the process: threads queue on this lock in order instead of sleeping in
         # SQLite's busy-retry loop, where some starve for seconds under a burst of webhook deliveries.
         self._write_lock = threading.Lock()
+        new = not path.exists() or path.stat().st_size == 0
         with self._write_lock:
-            self.version = schema.migrate(self._connection())
+            self.version = schema.migrate(self._connection(new_file=new))
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, new_file: bool = False) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             conn.row_factory = sqlite3.Row
-            # Pages freed by retention go back to the file system a few at a time (see `compact`). Takes effect
-            # only on a new database; an older one is converted by one VACUUM.
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            if new_file:
+                # Pages freed by retention go back to the file system a few at a time (see `compact`). Settable
+                # only before the first write (WAL mode included), so only here: on an existing database the pragma
+                # would wait for the write lock, which a delivery must never do on the event loop. An older
+                # database is converted by one VACUUM.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")

@@ -103,6 +103,8 @@ def route_hub(delivery: HubDelivery, config: BridgeConfig,
     if rule is None:
         if any(u.new_sha in own_commits for u in delivery.updated_refs if u.new_sha):
             return Ignored(f"{OWN} commit to {repo}")
+        if repo_type == "dataset" and repo in config.export_repos():  # the echo can beat the commit's bookkeeping
+            return Ignored(f"{OWN} export dataset {repo} changed")
         return Ignored(f"no experiments rule matches {repo_type} {repo!r}")
     specs, reasons = [], []
     for update in delivery.updated_refs:
