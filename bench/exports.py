@@ -21,7 +21,7 @@ from datetime import datetime
 
 import pyarrow.parquet as pq
 
-from bridge.smith import ObjectFetcher  # noqa: F401 - quoted in the latency note
+from bridge.objects import ObjectFetcher  # noqa: F401 - quoted in the latency note
 
 from . import ROOT, load, payloads
 from .report import Report, median, ms, percentile

@@ -29,7 +29,8 @@ from bridge.metrics import (Metrics, StoreCollector, instrument_httpx_client, in
                             metrics_route)
 from bridge.sandbox.server import ServerHandle
 from bridge.settings import BridgeConfig
-from bridge.smith import INFO, ObjectFetcher, Smith
+from bridge.objects import ObjectFetcher
+from bridge.smith import INFO, Smith
 from bridge.web import langsmith_endpoint
 
 HF_TOKEN = "hf_metricsSecretToken0123456789"

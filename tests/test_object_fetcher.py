@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from bridge.errors import UpstreamError
 from bridge.sandbox.server import ServerHandle
-from bridge.smith import ObjectFetcher
+from bridge.objects import ObjectFetcher
 
 CAP = 64
 
@@ -122,7 +122,7 @@ def resolve(host: str) -> list[str]:
         "allowed-name-10-net", "allowed-name-ipv6-loopback", "localhost", "unresolvable", "ftp",
         "self-hosted-private", "sandbox-loopback", "self-hosted-other-host"])
 def test_host_policy(api, url, refusal):
-    from bridge.smith import HostPolicy
+    from bridge.objects import HostPolicy
 
     found = HostPolicy(api, CLOUD, resolve=resolve).refusal(url)
     if refusal is None:
@@ -132,7 +132,7 @@ def test_host_policy(api, url, refusal):
 
 
 def test_refused_url_is_not_requested(server):
-    from bridge.smith import HostPolicy, ObjectRefused
+    from bridge.objects import HostPolicy, ObjectRefused
 
     statuses: list = []
     strict = ObjectFetcher("https://api.smith.langchain.com", timeout=5, on_status=statuses.append,
@@ -144,7 +144,7 @@ def test_refused_url_is_not_requested(server):
 
 def test_redirect_to_a_refused_host_stops(server):
     """Each hop is checked: an allowed host redirecting to an internal address is refused at the hop."""
-    from bridge.smith import HostPolicy, ObjectRefused
+    from bridge.objects import HostPolicy, ObjectRefused
 
     host = server.url.split("//")[1].split(":")[0]
     policy = HostPolicy(server.url, (), resolve=lambda h: ["127.0.0.1"] if h == host else ["10.0.0.1"])

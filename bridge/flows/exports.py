@@ -31,7 +31,8 @@ from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_
 from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
 from ..ledger import iso_time
 from ..settings import ExportTarget
-from ..smith import ObjectRefused, batches
+from ..objects import ObjectRefused
+from ..smith import batches
 from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
