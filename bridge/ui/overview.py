@@ -133,7 +133,7 @@ def open_endpoints(settings: Any) -> list[str]:
 
 def wiring_html(runtime: Any, detailed: bool) -> str:
     """The Wiring panel: how each upstream is connected to the bridge, from what the flows recorded."""
-    return (f'<div id="hub-webhook-state">{hub_webhook_html(runtime, detailed)}</div>'
+    return (f'<div id="hub-webhook-state"><h4>Hub webhook</h4>{hub_webhook_html(runtime, detailed)}</div>'
             f'<div id="langsmith-rules-state">{langsmith_rules_html(runtime, detailed)}</div>')
 
 
