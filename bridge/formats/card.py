@@ -55,7 +55,8 @@ COLUMN_MEANING = {
     "total_tokens": "input + output tokens",
     "total_cost": "cost LangSmith computed for the run, in USD",
     "feedback": "feedback on the run: key, score, value, comment, correction (JSON string), source, id, created_at",
-    "feedback_urls": "presigned links anyone holding them can use to add feedback to the run: key, url, expires_at",
+    "feedback_urls": "links to the bridge's feedback page for the run (key, url, expires_at): it shows the run and "
+                     "takes a rating or a correction with a button; opening the link records nothing",
     "run_url": "link to the run in LangSmith",
     "exported_at": "when the bridge wrote the row (UTC)",
     "messages": "the conversation: `role`, `content`, `name`, `tool_call_id`, `tool_calls` (arguments as JSON "
