@@ -67,8 +67,9 @@ def run_sections(link: dict) -> str:
 
 
 def form(token_id: str, key: str) -> str:
-    """Posts back to this page; the token id travels in the path and in a field, and the two must match."""
-    return (f'<form method="post" action="/feedback/{esc(token_id)}"><input type="hidden" name="token" '
+    """Posts back to this page (a relative address, so a bridge behind a path prefix works); the token id travels in
+    the path and in a field, and the two must match."""
+    return (f'<form method="post" action="{esc(token_id)}"><input type="hidden" name="token" '
             f'value="{esc(token_id)}"><label for="comment">Comment (optional)</label>'
             '<textarea id="comment" name="comment" maxlength="10000"></textarea>'
             '<label for="correction">Correction: what the answer should have been (optional)</label>'

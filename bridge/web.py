@@ -222,7 +222,8 @@ def feedback_routes(runtime: Any) -> tuple[Callable, Callable]:
             return page_response(feedback_page.feedback_html(link, now(), problem=problem), 400)
         job = await anyio.to_thread.run_sync(
             lambda: enqueue_feedback(runtime.store, token_id, link["run_id"], link["feedback_key"], **fields))
-        return RedirectResponse(f"/feedback/{quote(token_id)}?job={job.id}", status_code=303)
+        # relative to /feedback/: the page again, following the job
+        return RedirectResponse(f"{quote(token_id)}?job={job.id}", status_code=303)
 
     return show, submit
 

@@ -5,6 +5,7 @@ and unknown links say so, and run text is escaped."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -53,8 +54,8 @@ def test_post_records_feedback_through_the_token(exported, smith):
     sent = requests.post(url, data={"token": token, "rating": "bad", "comment": "Rude <b>reply</b>",
                                     "correction": "Sorry, here is the right answer."}, allow_redirects=False,
                          timeout=10)
-    assert sent.status_code == 303 and re.fullmatch(rf"/feedback/{token}\?job=\d+", sent.headers["location"])
-    waiting = requests.get(url.rsplit("/feedback/", 1)[0] + sent.headers["location"], timeout=10).text
+    assert sent.status_code == 303 and re.fullmatch(rf"{token}\?job=\d+", sent.headers["location"])
+    waiting = requests.get(urljoin(url, sent.headers["location"]), timeout=10).text
     assert "Sending your feedback" in waiting
     [job] = run_jobs(runtime)
     assert job.kind == "feedback" and job.state == "succeeded", job.last_error
@@ -62,7 +63,7 @@ def test_post_records_feedback_through_the_token(exported, smith):
     [feedback] = smith.feedback_for(exported["run_id"])
     assert (feedback["key"], feedback["score"], feedback["comment"]) == ("user_score", 0, "Rude <b>reply</b>")
     assert feedback["correction"] == {"role": "assistant", "content": "Sorry, here is the right answer."}
-    done = requests.get(url.rsplit("/feedback/", 1)[0] + sent.headers["location"], timeout=10).text
+    done = requests.get(urljoin(url, sent.headers["location"]), timeout=10).text
     assert "your feedback is recorded" in done
 
 
@@ -92,7 +93,7 @@ def test_token_that_expired_in_langsmith_fails_in_plain_words(exported, smith):
     sent = requests.post(url, data={"token": token, "rating": "good"}, allow_redirects=False, timeout=10)
     [job] = run_jobs(runtime)
     assert job.state in ("failed", "dead") and "expired" in job.last_error.lower()
-    page = requests.get(url.rsplit("/feedback/", 1)[0] + sent.headers["location"], timeout=10).text
+    page = requests.get(urljoin(url, sent.headers["location"]), timeout=10).text
     assert "could not be recorded" in page
 
 
