@@ -410,7 +410,7 @@ def exported_feedback_link(credentials: dict) -> tuple[str, str]:
     return None
 
 
-def test_feedback_page_on_a_phone(sandbox):
+def test_feedback_page_on_a_phone(page, sandbox):
     """The link in a dataset row opens the bridge's page: opening it records nothing, Bad with a comment records in
     LangSmith, and once the link has expired the page says so and offers no form."""
     import sqlite3
@@ -424,9 +424,8 @@ def test_feedback_page_on_a_phone(sandbox):
     client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
                     auto_batch_tracing=False)
     before = [f.id for f in client.list_feedback(run_ids=[run_id])]
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
         tab = phone.new_page()
         tab.goto(url)
         expect(tab.locator("h1")).to_have_text("How was this answer?")
@@ -451,4 +450,5 @@ def test_feedback_page_on_a_phone(sandbox):
         expect(tab.locator(".note.error")).to_contain_text("This feedback link expired on 2020-01-02")
         expect(tab.locator("form")).to_have_count(0)
         shoot(tab, "feedback-page-expired")
-        browser.close()
+    finally:
+        phone.close()

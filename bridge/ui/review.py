@@ -7,7 +7,6 @@ up again on the server.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
