@@ -92,7 +92,7 @@ def test_token_that_expired_in_langsmith_fails_in_plain_words(exported, smith):
     smith.advance_clock(25 * 3600)  # LangSmith's clock passed the expiry; the bridge's not yet
     sent = requests.post(url, data={"token": token, "rating": "good"}, allow_redirects=False, timeout=10)
     [job] = run_jobs(runtime)
-    assert job.state in ("failed", "dead") and "expired" in job.last_error.lower()
+    assert job.state in ("failed", "dead") and "LangSmith refused this feedback link: it has expired" in job.last_error
     page = requests.get(urljoin(url, sent.headers["location"]), timeout=10).text
     assert "could not be recorded" in page
 

@@ -12,12 +12,19 @@ from typing import Any
 from ..errors import UpstreamError
 
 FEEDBACK = "feedback"
+REFUSED = (400, 404, 410)  # what LangSmith answers for an expired or unknown token
 
 
 def run_feedback(job: Any, ctx: Any) -> dict:
     p = job.payload
     fields = {k: p[k] for k in ("score", "value", "comment", "correction") if p.get(k) is not None}
-    ctx.services.smith.create_feedback_from_token(token_url(ctx.services, p), **fields)
+    try:
+        ctx.services.smith.create_feedback_from_token(token_url(ctx.services, p), **fields)
+    except UpstreamError as exc:
+        if exc.transient or exc.status not in REFUSED:
+            raise
+        raise UpstreamError("LangSmith", f"LangSmith refused this feedback link: it has expired or no longer "
+                                         f"exists ({exc}).", status=exc.status, sentence=True) from exc
     return {"run_id": p.get("run_id"), "key": p.get("key"), **fields}
 
 
