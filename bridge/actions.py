@@ -76,14 +76,26 @@ def submit_backfill(store: JobStore, config: BridgeConfig, repo: str, project: s
                          subject=f"{project.strip()} → {repo}")[0]
 
 
+def token_id_of(url: str) -> str:
+    """The presigned token's id at the end of a feedback link: the bridge's page (`.../feedback/<id>`) or, in rows
+    exported before the page existed, LangSmith's token URL (`.../feedback/tokens/<id>`)."""
+    return str(url).rstrip("/").rsplit("/", 1)[-1]
+
+
 def submit_feedback(store: JobStore, run: dict, key: str, score: float | None, comment: str | None = None) -> Job:
     links = {link["key"]: link["url"] for link in run.get("feedback_urls") or []}
     if key not in links:
         raise FieldError("key", f"this run has no feedback link for {key!r}")
-    payload = {"url": links[key], "run_id": run["run_id"], "key": key, "score": score,
-               "comment": (comment or "").strip() or None}
+    return enqueue_feedback(store, token_id_of(links[key]), run["run_id"], key, score=score, comment=comment)
+
+
+def enqueue_feedback(store: JobStore, token_id: str, run_id: str, key: str, **fields: Any) -> Job:
+    """A `feedback` job for the presigned token `token_id`: the job finds the token's URL in the state dir, so the
+    URL is in no job view. `fields`: score, value, comment, correction (blank texts are dropped)."""
+    cleaned = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in fields.items()}
+    payload = {"token_id": token_id, "run_id": run_id, "key": key, **cleaned}
     return store.enqueue("feedback", _manual_key("feedback"), payload, trigger="manual",
-                         subject=f"{key} on run {run['run_id'][:8]}")[0]
+                         subject=f"{key} on run {run_id[:8]}")[0]
 
 
 ROUTERS = {"hub": (parse_hub_delivery, lambda d, c: route_hub(d, c)),

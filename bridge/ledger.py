@@ -197,14 +197,25 @@ class Ledger:
                     if r["feedback_key"] in keys:
                         found[(r["run_id"], r["feedback_key"])] = {"run_id": r["run_id"], "feedback_key":
                                                                    r["feedback_key"], "url": r["url"],
-                                                                   "expires_at": r["expires_at"]}
+                                                                   "expires_at": r["expires_at"],
+                                                                   "id": r["token_id"]}
         return found
 
     def save_feedback_links(self, tokens: list[dict]) -> None:
+        """`tokens` as LangSmith answered them (`id`, `url`, `expires_at`) with their run, key and `preview` (the
+        JSON text the bridge's feedback page shows)."""
         with self.db.tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO feedback_links (run_id, feedback_key, url, expires_at) "
-                             "VALUES (?, ?, ?, ?)", [(t["run_id"], t["feedback_key"], t["url"],
-                                                      iso_time(t["expires_at"])) for t in tokens])
+            conn.executemany("INSERT OR REPLACE INTO feedback_links (run_id, feedback_key, url, expires_at, token_id, "
+                             "preview) VALUES (?, ?, ?, ?, ?, ?)",
+                             [(t["run_id"], t["feedback_key"], t["url"], iso_time(t["expires_at"]), str(t["id"]),
+                               t.get("preview")) for t in tokens])
+
+    def feedback_token(self, token_id: str) -> dict | None:
+        """The stored link behind the bridge's page /feedback/<token_id> (None once unknown or pruned)."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT run_id, feedback_key, url, expires_at, token_id, preview FROM feedback_links "
+                               "WHERE token_id = ?", (token_id,)).fetchone()
+        return dict(row) if row else None
 
     # ---- retention ----
     def prune(self) -> dict[str, int]:

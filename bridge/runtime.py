@@ -19,7 +19,7 @@ from .scores import ScoreBook
 from .metrics import Metrics, instrument_httpx_client, metrics_route
 from .settings import Settings
 from .smith import Smith
-from .web import healthz, hub_endpoint, langsmith_endpoint
+from .web import feedback_routes, healthz, hub_endpoint, langsmith_endpoint
 from .workers import WorkerPool
 
 log = logging.getLogger("bridge")
@@ -152,7 +152,12 @@ def build_server(runtime: Runtime, ui: Any) -> WebhooksServer:
 
 
 def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
-    """Plain GET routes, added to gradio's FastAPI app once it exists (after launch)."""
-    server.fastapi_app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))
-    server.fastapi_app.get("/metrics", include_in_schema=False)(
+    """Plain routes, added to gradio's FastAPI app once it exists (after launch): health, metrics, and the feedback
+    page the dataset rows link to (no login: its token is the authorisation)."""
+    app = server.fastapi_app
+    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))
+    show, submit = feedback_routes(runtime)
+    app.get("/feedback/{token_id}", include_in_schema=False)(show)
+    app.post("/feedback/{token_id}", include_in_schema=False)(submit)
+    app.get("/metrics", include_in_schema=False)(
         metrics_route(runtime.metrics, runtime.settings.metrics_token))

@@ -175,6 +175,14 @@ CREATE TABLE IF NOT EXISTS experiment_scores (
 );
 CREATE INDEX IF NOT EXISTS experiment_scores_series ON experiment_scores (repo, task, at);
     """,
+    # 7: the bridge's own feedback page (/feedback/<token id>): each presigned link's token id, and what the page
+    # shows of its run (name, input and output as exported, redacted and cut short), so rows never carry the link.
+    """
+ALTER TABLE feedback_links ADD COLUMN token_id TEXT;
+ALTER TABLE feedback_links ADD COLUMN preview TEXT;
+UPDATE feedback_links SET token_id = replace(url, rtrim(url, replace(url, '/', '')), '');
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_links_token ON feedback_links (token_id);
+    """,
 )
 
 

@@ -12,13 +12,16 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
 
 import anyio
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import SecretStr
 
-from . import __version__
+from . import __version__, feedback_page
 from .events import PayloadError, parse_hub_delivery, parse_rule_delivery, read_rule_delivery
 from .db import WriteBusy
 from .jobs import JobStore
@@ -181,3 +184,53 @@ def healthz(store: JobStore, missing: Callable[[], list[str]]) -> Callable:
         return JSONResponse({"status": "ok", "version": __version__, "jobs": counts, "missing": missing(),
                              "state_bytes": store.db.size_bytes()})
     return handler
+
+
+def feedback_routes(runtime: Any) -> tuple[Callable, Callable]:
+    """GET and POST of the bridge's feedback page `/feedback/{token_id}` (see `feedback_page`). The GET only reads;
+    the POST stores a `feedback` job (the flow makes the LangSmith call) and redirects to the GET, which follows it."""
+    from .actions import enqueue_feedback
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
+
+    def own_job(token_id: str, job_id: str | None) -> Any:
+        """The submission `job_id` names, only when it is a feedback job for this very token."""
+        if not job_id or not job_id.isdigit():
+            return None
+        try:
+            job = runtime.store.get(int(job_id))
+        except KeyError:
+            return None
+        return job if job.kind == "feedback" and job.payload.get("token_id") == token_id else None
+
+    async def show(token_id: str, request: Request) -> HTMLResponse:
+        link = await anyio.to_thread.run_sync(runtime.ledger.feedback_token, token_id)
+        if link is None:
+            return page_response(feedback_page.unknown_page(), 404)
+        job = await anyio.to_thread.run_sync(own_job, token_id, request.query_params.get("job"))
+        return page_response(feedback_page.feedback_html(link, now(), job=job))
+
+    async def submit(token_id: str, request: Request) -> Response:
+        link = await anyio.to_thread.run_sync(runtime.ledger.feedback_token, token_id)
+        if link is None:
+            return page_response(feedback_page.unknown_page(), 404)
+        fields, problem = feedback_page.read_form(dict(await request.form()), token_id)
+        if feedback_page.expired(link, now()):
+            return page_response(feedback_page.feedback_html(link, now()), 410)
+        if problem:
+            return page_response(feedback_page.feedback_html(link, now(), problem=problem), 400)
+        job = await anyio.to_thread.run_sync(
+            lambda: enqueue_feedback(runtime.store, token_id, link["run_id"], link["feedback_key"], **fields))
+        # relative to /feedback/: the page again, following the job
+        return RedirectResponse(f"{quote(token_id)}?job={job.id}", status_code=303)
+
+    return show, submit
+
+
+def page_response(text: str, status: int = 200) -> HTMLResponse:
+    # no-store: the page shows a run; no-referrer: the token id in the address goes nowhere else.
+    return HTMLResponse(text, status_code=status, headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                   "frame-ancestors 'none'"})

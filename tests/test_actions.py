@@ -52,7 +52,8 @@ def test_backfill_form_validation(make_bridge):
 
 
 def test_feedback_goes_through_the_presigned_link(hub, smith, make_bridge):
-    runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score]}"))
+    runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score]}"),
+                          BRIDGE_PUBLIC_URL="https://bridge.example.org")
     [run_id] = seed(smith, 1, feedback=False)
     deliver(runtime, smith.webhook_payload(RULE, [run_id]))
     run_jobs(runtime)

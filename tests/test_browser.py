@@ -387,3 +387,68 @@ def test_settings_page(page, sandbox):
     shoot(page, "settings")
     open_tab(page, "Run a job")
     shoot(page, "run")
+
+
+def exported_feedback_link(credentials: dict) -> tuple[str, str]:
+    """(run id, feedback link) of a run the demo's rule exported, read from the dataset as a user would."""
+    import pyarrow.parquet as pq
+    from huggingface_hub import HfApi
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = HfApi(endpoint=credentials["HF_ENDPOINT"], token=credentials["HF_TOKEN"])
+    try:
+        paths = api.list_repo_files(EXPORT_REPO, repo_type="dataset")
+    except RepositoryNotFoundError:  # the demo's first flush has not created it yet
+        return None
+    for path in paths:
+        if path.startswith("runs/") and path.endswith(".parquet"):
+            local = api.hf_hub_download(EXPORT_REPO, path, repo_type="dataset")
+            for row in pq.read_table(local, columns=["run_id", "feedback_urls"]).to_pylist():
+                if row["feedback_urls"]:
+                    return row["run_id"], row["feedback_urls"][0]["url"]
+    return None
+
+
+def test_feedback_page_on_a_phone(page, sandbox):
+    """The link in a dataset row opens the bridge's page: opening it records nothing, Bad with a comment records in
+    LangSmith, and once the link has expired the page says so and offers no form."""
+    import sqlite3
+
+    from langsmith import Client
+
+    credentials = sandbox["credentials"]
+    run_id, url = wait_for(lambda: exported_feedback_link(credentials), timeout=90, interval=1,
+                           what="a demo run exported with a feedback link")
+    assert url.startswith(sandbox["base"].rstrip("/") + "/feedback/")
+    client = Client(api_url=credentials["LANGSMITH_ENDPOINT"], api_key=credentials["LANGSMITH_API_KEY"],
+                    auto_batch_tracing=False)
+    before = [f.id for f in client.list_feedback(run_ids=[run_id])]
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        tab = phone.new_page()
+        tab.goto(url)
+        expect(tab.locator("h1")).to_have_text("How was this answer?")
+        expect(tab.locator("#run-input")).not_to_be_empty()
+        expect(tab.locator("#run-output")).not_to_be_empty()
+        assert tab.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+        no_emoji(tab)
+        shoot(tab, "feedback-page")
+        tab.reload()
+        assert [f.id for f in client.list_feedback(run_ids=[run_id])] == before  # opening it twice recorded nothing
+        tab.locator("#comment").fill("Too vague <b>really</b>")
+        tab.get_by_role("button", name="Bad").click()
+        expect(tab.locator(".note.ok")).to_contain_text("your feedback is recorded", timeout=SLOW)
+        wait_for(lambda: [f for f in client.list_feedback(run_ids=[run_id])
+                          if f.comment == "Too vague <b>really</b>" and f.score == 0],
+                 timeout=30, interval=0.3, what="the Bad rating in the sandbox LangSmith")
+        token = url.rsplit("/", 1)[1]
+        with sqlite3.connect(sandbox["state"] / "bridge" / "bridge.sqlite3", timeout=30) as db:
+            db.execute("UPDATE feedback_links SET expires_at = '2020-01-02T03:04:00+00:00' WHERE token_id = ?",
+                       (token,))
+        tab.goto(url)
+        expect(tab.locator(".note.error")).to_contain_text("This feedback link expired on 2020-01-02")
+        expect(tab.locator("form")).to_have_count(0)
+        shoot(tab, "feedback-page-expired")
+    finally:
+        phone.close()

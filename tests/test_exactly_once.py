@@ -261,7 +261,7 @@ exports:
     feedback_links: {{keys: [user_score, thumbs]}}
 jobs: {{backoff_seconds: 0.01, max_backoff_seconds: 0.05}}
 """
-    runtime = make_bridge(text)
+    runtime = make_bridge(text, BRIDGE_PUBLIC_URL="https://bridge.example.org")
     ids = seed(smith, 3)
     asked: list[list[tuple[str, str]]] = []
     real = runtime.smith.create_tokens

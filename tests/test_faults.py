@@ -169,7 +169,8 @@ def bridge_factory(emulators, folder):
         path.write_text(config)
         values = {"HF_ENDPOINT": hub.base_url, "HF_TOKEN": HF_TOKEN, "LANGSMITH_ENDPOINT": smith.url,
                   "LANGSMITH_API_KEY": LS_KEY, "LANGSMITH_WEB_URL": smith.url,
-                  "BRIDGE_STATE_DIR": str(folder / "state"), **extra}
+                  "BRIDGE_STATE_DIR": str(folder / "state"), "BRIDGE_PUBLIC_URL": "https://bridge.example.org",
+                  **extra}
         made.append(build_runtime(Settings.from_env(values, path)))
         return made[-1]
 

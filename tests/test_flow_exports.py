@@ -235,8 +235,9 @@ def test_run_without_id_is_skipped_and_threads_accepted(hub, smith, make_bridge)
     assert len(read_rows(hub)) == 2
 
 
-def test_feedback_links_let_anyone_rate_a_run(hub, smith, make_bridge):
-    runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score], expires_hours: 24}"))
+def test_feedback_links_point_at_the_bridge_page_never_at_the_token(hub, smith, make_bridge):
+    runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score], expires_hours: 24}"),
+                          BRIDGE_PUBLIC_URL="https://bridge.example.org")
     [run_id] = seed(smith, 1, feedback=False)
     deliver(runtime, smith.webhook_payload(RULE, [run_id]))
     run_jobs(runtime)
@@ -244,9 +245,20 @@ def test_feedback_links_let_anyone_rate_a_run(hub, smith, make_bridge):
     [link] = row["feedback_urls"]
     assert link["key"] == "user_score" and link["expires_at"] > datetime.now(timezone.utc)
     assert smith.recorder.count("POST", r"/feedback/tokens$") == 1
-    response = requests.post(link["url"], json={"score": 1, "comment": "great"}, timeout=10)  # no API key
-    assert response.status_code == 200
-    assert [f["score"] for f in smith.feedback_for(run_id)] == [1]
+    [token] = smith.store.tokens.values()
+    assert link["url"] == f"https://bridge.example.org/feedback/{token['id']}"
+    stored = runtime.ledger.feedback_token(token["id"])
+    assert stored["run_id"] == run_id and "/feedback/tokens/" in stored["url"]
+    assert "question 0" in json.loads(stored["preview"])["inputs"]
+    assert "bob@example.com" not in stored["preview"]  # the page shows the redacted run, like the dataset
+
+
+def test_no_feedback_links_without_a_public_url(hub, smith, make_bridge):
+    runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score]}"))
+    deliver(runtime, smith.webhook_payload(RULE, seed(smith, 1, feedback=False)))
+    run_jobs(runtime)
+    [row] = read_rows(hub)
+    assert row["feedback_urls"] == [] and smith.recorder.count("POST", r"/feedback/tokens$") == 0
 
 
 def test_dataset_loads_with_datasets_and_shards_share_schema(hub, smith, make_bridge, tmp_path):

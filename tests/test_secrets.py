@@ -306,6 +306,20 @@ def test_exported_dataset_files_hold_no_secret(outcome):
         assert leaks(text) == [], path
 
 
+def test_no_dataset_file_holds_a_presigned_feedback_url(outcome):
+    """A GET on LangSmith's token URL records feedback, so rows link the bridge's page and never the token URL."""
+    hub, tokens = outcome.hub, list(outcome.smith.store.tokens)
+    assert tokens, "the scenario made feedback links"
+    texts = {}
+    for path in hub.list_files(EXPORT_REPO):
+        data = hub.read_file(EXPORT_REPO, path)
+        texts[path] = (json.dumps(pq.read_table(io.BytesIO(data)).to_pylist(), default=str)
+                       if path.endswith(".parquet") else data.decode("latin-1"))
+    assert not [p for p, text in texts.items() if "/feedback/tokens" in text]
+    runs = "".join(t for p, t in texts.items() if p.startswith("runs/"))
+    assert all(f"/feedback/{token}" in runs for token in tokens)
+
+
 def test_experiments_metadata_holds_no_secret(outcome):
     experiments = outcome.smith.experiments(f"leak-evals/{XSS}")
     assert len(experiments) == 2

@@ -115,7 +115,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         return run["id"]
 
     def boot(self):
-        runtime = WORLD["make_bridge"](self.config, state=self.state)
+        runtime = WORLD["make_bridge"](self.config, state=self.state, BRIDGE_PUBLIC_URL="https://bridge.example.org")
         runtime.smith.query_limiter = RateLimiter(10_000, 1.0)  # the emulator has no rate limit here
         runtime.start_workers()
         return runtime

@@ -27,8 +27,9 @@ from .. import __version__
 from ..errors import FormatError, UpstreamError
 from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
-from ..formats.runs import group_feedback, offloaded_payload_urls, run_row, run_web_url
-from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
+from ..formats.run_text import feedback_preview
+from ..formats.runs import feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
+from ..formats.training import CONFIGS, preset_rows, split_configs, to_parquet_bytes, to_table
 from ..ledger import iso_time
 from ..settings import ExportTarget
 from ..objects import ObjectRefused
@@ -82,39 +83,45 @@ def complete_runs(runtime: Any, runs: list[dict], counts: dict) -> list[dict]:
     return runs
 
 
-def feedback_links(runtime: Any, target: ExportTarget, run_ids: list[str]) -> dict[str, list[dict]]:
-    """Presigned feedback links per run. Links made before (a retried export, a run in two repos) are reused while
-    they have at least half their validity left, so a retry never mints a second set."""
+def feedback_links(runtime: Any, target: ExportTarget, runs: list[dict]) -> dict[str, list[dict]]:
+    """Feedback links per run: the bridge's own page for each presigned token (`<public URL>/feedback/<token id>`),
+    never the token URL itself, which records feedback on a plain GET (link scanners would vote). Tokens made before
+    (a retried export, a run in two repos) are reused while they have at least half their validity left, so a retry
+    never mints a second set. No public URL: no links (nothing could open them). `runs` are already redacted: the
+    page shows what the dataset shows."""
     links = target.feedback_links
-    if not links or not run_ids:
+    base = runtime.reachable_url or runtime.public_url or runtime.settings.public_url  # BRIDGE_PUBLIC_URL before launch
+    if not links or not runs or not base:
         return {}
+    by_id = {str(r["id"]): r for r in runs}
     now = datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
-    stored = runtime.ledger.feedback_links(run_ids, links.keys,
+    stored = runtime.ledger.feedback_links(list(by_id), links.keys,
                                            (now + timedelta(hours=links.expires_hours / 2)).isoformat())
     expires = (now + timedelta(hours=links.expires_hours)).isoformat()
     wanted = [{"run_id": rid, "feedback_key": key, "expires_at": expires}
-              for rid in run_ids for key in links.keys if (rid, key) not in stored]
+              for rid in by_id for key in links.keys if (rid, key) not in stored]
     created = runtime.smith.create_tokens(wanted) if wanted else []
     if created:
-        runtime.ledger.save_feedback_links(created)
+        runtime.ledger.save_feedback_links([{**t, "preview": feedback_preview(by_id[t["run_id"]])} for t in created])
     grouped: dict[str, list[dict]] = {}
     for token in [*stored.values(), *created]:
         grouped.setdefault(token["run_id"], []).append(
-            {"key": token["feedback_key"], "url": token["url"], "expires_at": token["expires_at"]})
+            {"key": token["feedback_key"], "url": feedback_page_url(base, token["id"]),
+             "expires_at": token["expires_at"]})
     return grouped
 
 
 def rows_for_target(runtime: Any, target: ExportTarget, rule_id: str, runs: list[dict],
                     feedback: dict[str, list[dict]], counts: dict) -> list[tuple[str, dict, str | None]]:
     redactor = Redactor(target.redact)
-    links = feedback_links(runtime, target, [str(r["id"]) for r in runs])
+    # Text only: ids, dotted orders and times stay exactly as LangSmith sent them (recovery reads them back).
+    clean_runs = [redactor.apply_run(run) for run in runs]
+    links = feedback_links(runtime, target, clean_runs)
     web = runtime.smith.web_url
     exported_at = datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
     out = []
-    for run in runs:
+    for run, clean_run in zip(runs, clean_runs):
         rid = str(run["id"])
-        # Text only: ids, dotted orders and times stay exactly as LangSmith sent them (recovery reads them back).
-        clean_run = redactor.apply_run(run)
         clean_feedback = [redactor.apply_feedback(f) for f in feedback.get(rid, [])]
         try:
             per_preset = {"runs": [run_row(clean_run, rule_id=rule_id, feedback=clean_feedback,
@@ -264,7 +271,7 @@ def sync_repo(runtime: Any, repo: str) -> str | None:
     shards = [p for p in hub.list_paths(repo, head, RUNS_PREFIX.rstrip("/")) if p.endswith(".parquet")]
     for path in ledger.unknown_shards(repo, shards):
         ledger.learn_shard(repo, path, read_shard_runs(runtime, repo, head, path))
-    ledger.set_head(repo, head, {p for p in PRESETS if p in top})
+    ledger.set_head(repo, head, {p for p in CONFIGS if p in top})
     return head
 
 
@@ -276,15 +283,16 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     files = {}
     for preset in target.presets:
         preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]
-        if preset_rows_ or preset == "runs":
-            files[shard_path(preset, when, sid)] = to_parquet_bytes(to_table(preset, preset_rows_))
+        # A training preset's rows go to two configs: runs without tools and runs with them (training.py says why).
+        for config, config_rows in split_configs(preset, preset_rows_).items():
+            if config_rows or config == "runs":
+                files[shard_path(config, when, sid)] = to_parquet_bytes(to_table(config, config_rows))
     return files
 
 
 def build_card(target: ExportTarget, rule_ids: list[str], presets: set[str]) -> str:
     """The dataset card lists a config only for presets that have a shard, so every config loads."""
-    return render_card(target.repo, [p for p in target.presets if p in presets] +
-                       sorted(presets - set(target.presets)), rule_ids, __version__,
+    return render_card(target.repo, sorted(presets), rule_ids, __version__,
                        positive_threshold=target.positive_threshold,
                        redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
 

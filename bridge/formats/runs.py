@@ -318,8 +318,17 @@ def feedback_entry(item: Mapping, *, where: str = "feedback") -> dict:
     }
 
 
+FEEDBACK_PAGE = "/feedback/"
+
+
+def feedback_page_url(base: str, token_id: str) -> str:
+    """The bridge's own feedback page for a presigned token. Rows carry this, never the token URL: a GET on that one
+    records feedback, and link scanners and crawlers follow links."""
+    return f"{base.rstrip('/')}{FEEDBACK_PAGE}{token_id}"
+
+
 def feedback_url_entry(item: Mapping) -> dict:
-    """A presigned feedback link: `{key or feedback_key, url, expires_at}` (the token API's response + its key)."""
+    """A feedback link: `{key or feedback_key, url, expires_at}`, `url` being the bridge's page for the token."""
     item = as_dict(item)
     return {
         "key": text_or_none(item.get("key") or item.get("feedback_key")),

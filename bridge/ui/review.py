@@ -7,7 +7,6 @@ up again on the server.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import gradio as gr
 from .. import actions
 from ..actions import FieldError
 from .common import locked, on, require, viewer
+from ..formats.run_text import cut, parse_json as _parse, readable
 from .html import badge, empty, esc, icon, link, notice, ts, when
 
 LIMIT = 30
@@ -45,56 +45,8 @@ element.addEventListener('click', (event) => {
 """
 
 
-def _parse(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _message_text(message: Any) -> tuple[str, str] | None:
-    """(role, text) of a chat message in OpenAI ({role, content}) or LangChain ({type, data}) shape."""
-    if not isinstance(message, dict):
-        return None
-    data = message.get("data") if isinstance(message.get("data"), dict) else message
-    role = message.get("role") or message.get("type") or data.get("type") or "message"
-    content = data.get("content")
-    if isinstance(content, list):  # content parts: keep the text ones
-        content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return (str(role), str(content)) if content is not None else None
-
-
-def readable(value: Any) -> str:
-    """The human part of a run's inputs or outputs: chat messages, generated text, else compact JSON."""
-    value = _parse(value)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        messages = value.get("messages")
-        if isinstance(messages, list) and messages and isinstance(messages[0], list):
-            messages = messages[0]  # LangChain batches: [[message, ...]]
-        if isinstance(messages, list):
-            lines = [m for m in (_message_text(m) for m in messages) if m]
-            if lines:
-                return "\n".join(f"{role}: {text}" for role, text in lines[-4:])
-        generations = value.get("generations")
-        if isinstance(generations, list) and generations:
-            first = generations[0][0] if isinstance(generations[0], list) and generations[0] else generations[0]
-            if isinstance(first, dict) and first.get("text") is not None:
-                return str(first["text"])
-        if len(value) == 1 and isinstance(next(iter(value.values())), str):
-            return next(iter(value.values()))
-    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
-
-
 def preview(value: Any) -> str:
-    text = readable(value)
-    if len(text) > MAX_PREVIEW:
-        text = text[:MAX_PREVIEW] + f"… ({len(text) - MAX_PREVIEW} more characters)"
+    text = cut(readable(value), MAX_PREVIEW)
     return f'<pre class="io-text">{esc(text) or "<span class=muted>empty</span>"}</pre>'
 
 
