@@ -120,8 +120,10 @@ class App(Process):
         return self.healthz()["jobs"]
 
     def idle(self) -> bool:
-        jobs = self.jobs()
-        return jobs["queued"] == 0 and jobs["running"] == 0
+        """Nothing due or running, and nothing buffered: a flush waiting for its window is `scheduled`, not queued."""
+        health = self.healthz()
+        jobs = health["jobs"]
+        return jobs["queued"] == 0 and jobs["running"] == 0 and health.get("buffered_rows", 0) == 0
 
 
 @dataclass

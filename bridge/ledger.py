@@ -103,6 +103,11 @@ class Ledger:
         with self.db.read() as conn:
             return conn.execute("SELECT COUNT(*) FROM export_buffer WHERE repo = ?", (repo,)).fetchone()[0]
 
+    def total_pending(self) -> int:
+        """Rows buffered for every repo, waiting for a flush."""
+        with self.db.read() as conn:
+            return conn.execute("SELECT COUNT(*) FROM export_buffer").fetchone()[0]
+
     def repos_with_buffer(self) -> list[str]:
         with self.db.read() as conn:
             return [r["repo"] for r in conn.execute("SELECT DISTINCT repo FROM export_buffer").fetchall()]

@@ -155,7 +155,7 @@ def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
     """Plain routes, added to gradio's FastAPI app once it exists (after launch): health, metrics, and the feedback
     page the dataset rows link to (no login: its token is the authorisation)."""
     app = server.fastapi_app
-    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))
+    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing, runtime.ledger.total_pending))
     show, submit = feedback_routes(runtime)
     app.get("/feedback/{token_id}", include_in_schema=False)(show)
     app.post("/feedback/{token_id}", include_in_schema=False)(submit)

@@ -178,11 +178,15 @@ def langsmith_endpoint(store: JobStore, config: BridgeConfig, secret: SecretStr 
                            lambda d: route_rule(d, config), store, fast_parse=read_rule_delivery, **kw)
 
 
-def healthz(store: JobStore, missing: Callable[[], list[str]]) -> Callable:
+def healthz(store: JobStore, missing: Callable[[], list[str]], buffered: Callable[[], int] = lambda: 0) -> Callable:
+    """Job counts (queued = due now, scheduled = due later), rows waiting in the export buffers, unset credentials
+    and the state dir's size: what a monitor or a person needs to tell "idle" from "stuck". No names, no secrets."""
+    def snapshot() -> dict:
+        return {"jobs": store.counts(), "buffered_rows": buffered(), "state_bytes": store.db.size_bytes()}
+
     async def handler() -> JSONResponse:
-        counts = await anyio.to_thread.run_sync(store.counts)
-        return JSONResponse({"status": "ok", "version": __version__, "jobs": counts, "missing": missing(),
-                             "state_bytes": store.db.size_bytes()})
+        state = await anyio.to_thread.run_sync(snapshot)
+        return JSONResponse({"status": "ok", "version": __version__, **state, "missing": missing()})
     return handler
 
 

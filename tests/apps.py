@@ -102,8 +102,8 @@ class AppProcess:
         return requests.get(self.base + "/healthz", timeout=5).json()
 
     def idle(self) -> bool:
-        jobs = self.health()["jobs"]  # queued means due now; `scheduled` ones (the hourly housekeeping) wait
-        return jobs["queued"] == 0 and jobs["running"] == 0
+        health = self.health()  # queued means due now; `scheduled` ones (the hourly housekeeping) wait
+        return health["jobs"]["queued"] == 0 and health["jobs"]["running"] == 0 and health["buffered_rows"] == 0
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a Space being evicted."""

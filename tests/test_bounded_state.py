@@ -95,8 +95,8 @@ def test_healthz_reports_scheduled_jobs_and_the_state_size(hub, smith, make_brid
     deliver(runtime, smith.webhook_payload(RULE, seed(smith, 1, feedback=False)))
     run_jobs(runtime)  # the export; its flush waits for the end of the window
     app = FastAPI()
-    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing))
+    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing, runtime.ledger.total_pending))
     health = TestClient(app).get("/healthz").json()
     assert health["jobs"]["scheduled"] == 1 and health["jobs"]["queued"] == 0
-    assert health["state_bytes"] > 0
+    assert health["state_bytes"] > 0 and health["buffered_rows"] == 1  # waiting for the flush at the window's end
     assert json.dumps(health)
