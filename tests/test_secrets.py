@@ -39,6 +39,7 @@ CANARIES = [HF, LS, HUB_SECRET, LS_SECRET, ADMIN_PW, "LEAKCANARY",
 XSS = "<img src=x onerror=alert(1)>"
 EVAL_REPO, EXPORT_REPO = "acme/leak-evals", "acme/leak-feedback"
 TRACES = "leak-traces"  # the bridge traces its own jobs there (BRIDGE_TRACE_PROJECT)
+MANAGED_PROJECT = "leak-managed"  # the bridge creates and keeps its own rule on it
 CONFIG = f"""
 experiments:
   - repo: "acme/*-evals"
@@ -50,9 +51,14 @@ exports:
     flush_seconds: 0
     redact: [emails, secrets]
     feedback_links: {{keys: [user_score], expires_hours: 24}}
+  - repo: acme/leak-managed
+    rule: {{project: {MANAGED_PROJECT}}}
 jobs: {{backoff_seconds: 0.2, max_backoff_seconds: 1}}
 reconcile_minutes: 0
 """
+
+
+PERIODIC = ("scores", "housekeeping", "hub_webhook", "rules")  # start-up and upkeep jobs, checked below
 
 
 def leaks(text: str) -> list[str]:
@@ -134,6 +140,9 @@ def outcome(tmp_path_factory, redirect_server):
     handles = [hub.serve(), smith.serve()]
     app = App(root, hub, smith, CONFIG, HF_TOKEN=HF, LANGSMITH_API_KEY=LS, WEBHOOK_SECRET=HUB_SECRET,
               LANGSMITH_WEBHOOK_SECRET=LS_SECRET, BRIDGE_ADMIN_PASSWORD=ADMIN_PW, BRIDGE_TRACE_PROJECT=TRACES)
+    # A public URL: the bridge manages its Hub webhook and its LangSmith rule, both carrying the canary secrets.
+    app.env["BRIDGE_PUBLIC_URL"] = app.base
+    smith.create_project(MANAGED_PROJECT)
     result = Outcome(hub, smith)
     try:
         app.start(root / "state")
@@ -247,7 +256,7 @@ def collect_state(app: App, result: Outcome) -> None:
 def test_scenario_ran_both_directions_and_the_failures(outcome):
     # each fresh start also rebuilds the Experiments page's scores from LangSmith (a `scores` job, issue 16)
     assert all(j.state == "succeeded" for j in outcome.jobs if j.kind == "scores")
-    states = sorted((j.kind, j.state) for j in outcome.jobs if j.kind not in ("scores", "housekeeping"))
+    states = sorted((j.kind, j.state) for j in outcome.jobs if j.kind not in PERIODIC)
     assert states == sorted([("experiment", "succeeded"), ("experiment", "succeeded"), ("experiment", "failed"),
                              ("experiment", "failed"), ("export", "succeeded"), ("export", "failed"),
                              ("flush", "succeeded")]), [(j.kind, j.state, j.last_error) for j in outcome.jobs]
@@ -325,6 +334,18 @@ def test_experiments_metadata_holds_no_secret(outcome):
     assert len(experiments) == 2
     for experiment in experiments:
         assert leaks(json.dumps(experiment, default=str)) == [], experiment["name"]
+
+
+def test_the_bridge_kept_its_own_webhook_and_rule_with_the_secrets_and_recorded_neither(outcome):
+    """The managed Hub webhook and LangSmith rule carry the secrets upstream (that is their job) and nowhere else:
+    the state files, logs and pages are searched by the other tests; here, that they were really made."""
+    hooks = [h for h in outcome.hub.store.webhooks if h["url"].endswith("/webhooks/hub")]
+    assert hooks and all(h["secret"] == HUB_SECRET for h in hooks)
+    kinds = {(j.kind, j.state) for j in outcome.jobs}
+    assert ("hub_webhook", "succeeded") in kinds and ("rules", "succeeded") in kinds
+    rules = outcome.smith.rules.list([], outcome.smith.store.session_by_name(MANAGED_PROJECT)["id"])
+    assert rules and all(w["headers"]["X-Webhook-Secret"] == LS_SECRET for r in rules for w in r["webhooks"])
+    assert all(LS_SECRET not in w["url"] for r in rules for w in r["webhooks"])  # never in the URL
 
 
 def test_self_traces_hold_no_secret(outcome):
