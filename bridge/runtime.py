@@ -74,9 +74,9 @@ class Runtime:
         self.reachable_url, self.url_known = url, True
         self.public_url = url or shown
         config = self.settings.config
-        managed = any(t.rule is not None for t in config.exports)
-        # Named rules' logs are read at start only when reconciling is on (reconcile_minutes: 0 turns it off).
-        if managed or (config.reconcile_minutes > 0 and any(t.rule_id not in (None, "*") for t in config.exports)):
+        # Managed rules are kept at once; named rules' logs are read at start only when reconciling is on
+        # (`schedule` itself skips a config that names or declares no rule).
+        if config.reconcile_minutes > 0 or any(t.rule is not None for t in config.exports):
             rules.schedule(self, "at start")
 
     def start_workers(self) -> None:

@@ -22,7 +22,7 @@ def exported(hub, smith, make_bridge):
     """One run exported with a feedback link whose page is served by the launched app."""
     runtime = make_bridge(config(presets="[runs]", extra="    feedback_links: {keys: [user_score], expires_hours: 24}"))
     app = launch_in_process(runtime)
-    runtime.public_url = app.base
+    runtime.reachable_url = app.base  # the URL people outside can open: feedback links point there
     run = smith.add_run(chat_run(0, answer=f"Answer with {HOSTILE}"))
     deliver(runtime, smith.webhook_payload(RULE, [run["id"]]))
     run_jobs(runtime)

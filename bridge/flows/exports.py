@@ -90,7 +90,8 @@ def feedback_links(runtime: Any, target: ExportTarget, runs: list[dict]) -> dict
     never mints a second set. No public URL: no links (nothing could open them). `runs` are already redacted: the
     page shows what the dataset shows."""
     links = target.feedback_links
-    base = runtime.reachable_url or runtime.public_url or runtime.settings.public_url  # BRIDGE_PUBLIC_URL before launch
+    # What upstreams and people outside can open (BRIDGE_PUBLIC_URL, before launch too); never the local URL.
+    base = runtime.reachable_url or runtime.settings.public_url
     if not links or not runs or not base:
         return {}
     by_id = {str(r["id"]): r for r in runs}
