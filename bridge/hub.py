@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError)
 from huggingface_hub.utils import set_client_factory
@@ -206,9 +206,12 @@ class Hub:
         with hub_errors(f"create dataset {repo} (needs a token with write access to {repo.split('/')[0]})"):
             self.api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
 
-    def commit(self, repo: str, files: dict[str, bytes], message: str, parent: str | None) -> str:
-        """One commit adding `files`, pinned to `parent` so a concurrent commit makes it fail instead of mixing."""
+    def commit(self, repo: str, files: dict[str, bytes], message: str, parent: str | None,
+               deleted: list[str] = ()) -> str:
+        """One commit adding `files` and deleting `deleted`, pinned to `parent` so a concurrent commit makes it fail
+        instead of mixing."""
         operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in deleted]
         with hub_errors(f"commit to {repo} (needs write access)"):
             info = self.api.create_commit(repo, operations, repo_type="dataset", parent_commit=parent,
                                           commit_message=f"{BRIDGE_MARK} {message}",

@@ -29,11 +29,23 @@ def iso_time(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).isoformat()
 
 
+def decode_rows(text: str) -> dict[str, list[dict]]:
+    """A buffered (or pending) run's rows: preset -> rows, as `flows.exports.rows_for_target` mapped them."""
+    return json.loads(text)
+
+
 @dataclass(frozen=True)
 class RepoState:
     head: str | None  # the commit the ledger last saw on main: a different head means someone else committed
     presets: frozenset[str]  # presets that have at least one shard in the repo (the card lists exactly these)
     card: str | None
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    groups: dict[str, list[Any]]  # `runs` shard path -> pending rewrites of its runs ([] for an old-format shard)
+    orphans: list[Any]  # rewrites of runs no known shard holds
+    full: bool  # more groups wait
 
 
 @dataclass(frozen=True)
@@ -67,19 +79,59 @@ class Ledger:
                 found.update(r["run_id"] for r in rows)
         return found
 
-    def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int) -> int:
+    def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
+               fingerprints: dict[str, str] | None = None) -> int:
         """Buffers the rows of runs the repo does not hold yet; returns how many were new. The check and the insert
-        are one statement in one transaction: a flush that commits a run meanwhile cannot be overtaken."""
-        now = self.store.clock()
+        are one statement in one transaction: a flush that commits a run meanwhile cannot be overtaken.
+        `fingerprints` (run id -> `feedback_fingerprint`) say which feedback the rows were mapped from."""
+        now, prints = self.store.clock(), fingerprints or {}
         encoded = [(rid, json.dumps(r, default=str), iso_time(end)) for rid, r, end in rows]
         with self.db.tx() as conn:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes)"
-                " SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
+                "INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
+                " feedback_hash) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
                 " (SELECT 1 FROM exported WHERE repo = ? AND run_id = ?)",
-                [(repo, rid, text, end, job_id, now, len(text), repo, rid) for rid, text, end in encoded])
+                [(repo, rid, text, end, job_id, now, len(text), prints.get(rid), repo, rid)
+                 for rid, text, end in encoded])
             return conn.total_changes - before
+
+    def fingerprints(self, repo: str, run_ids: list[str]) -> dict[str, str | None]:
+        """The runs of `run_ids` that `repo` holds or has buffered, with the fingerprint of the feedback their
+        newest row was mapped from (None: unknown, e.g. learned from the repo after a wiped state dir)."""
+        found: dict[str, str | None] = {}
+        with self.db.read() as conn:
+            for part in _chunks(run_ids):
+                marks = ",".join("?" * len(part))
+                # Oldest source first, so the newest row's fingerprint wins: exported < buffered < pending rewrite.
+                for table in ("exported", "export_buffer", "export_updates"):
+                    found.update((r["run_id"], r["feedback_hash"]) for r in conn.execute(
+                        f"SELECT run_id, feedback_hash FROM {table} WHERE repo = ? AND run_id IN ({marks})",
+                        (repo, *part)))
+        return found
+
+    def refresh(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
+                fingerprints: dict[str, str] | None = None) -> int:
+        """Newer rows for runs the repo holds or has buffered (their feedback changed). A run still buffered gets
+        its buffered row replaced; an exported one gets a pending rewrite (the newest wins) that the next flush
+        applies to the shard holding it. Both get a new row id, so a flush that read the older row meanwhile
+        can tell (see `record_commit`). Runs neither held nor buffered are buffered as new."""
+        now, fingerprints = self.store.clock(), fingerprints or {}
+        with self.db.tx() as conn:
+            for rid, per_preset, end in rows:
+                text = json.dumps(per_preset, default=str)
+                exported = conn.execute("SELECT 1 FROM exported WHERE repo = ? AND run_id = ?", (repo, rid)).fetchone()
+                table = "export_updates" if exported else "export_buffer"
+                conn.execute(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", (repo, rid))
+                if exported:
+                    conn.execute("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, job_id, created_at,"
+                                 " bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (repo, rid, text, fingerprints.get(rid), job_id, now, len(text)))
+                else:
+                    conn.execute("INSERT INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
+                                 " feedback_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (repo, rid, text, iso_time(end), job_id, now, len(text), fingerprints.get(rid)))
+        return len(rows)
 
     # ---- committing (flush jobs) ----
     def batch(self, repo: str, max_rows: int, max_bytes: int) -> Batch:
@@ -100,17 +152,65 @@ class Ledger:
         return Batch(rows, size, full or len(rows) >= max_rows)
 
     def pending(self, repo: str) -> int:
+        """Rows waiting for a flush of `repo`: new runs buffered, and rewrites of exported runs."""
         with self.db.read() as conn:
-            return conn.execute("SELECT COUNT(*) FROM export_buffer WHERE repo = ?", (repo,)).fetchone()[0]
+            return conn.execute("SELECT (SELECT COUNT(*) FROM export_buffer WHERE repo = ?) + "
+                                "(SELECT COUNT(*) FROM export_updates WHERE repo = ?)", (repo, repo)).fetchone()[0]
 
     def total_pending(self) -> int:
-        """Rows buffered for every repo, waiting for a flush."""
+        """Rows waiting for a flush in every repo (new runs and rewrites)."""
         with self.db.read() as conn:
-            return conn.execute("SELECT COUNT(*) FROM export_buffer").fetchone()[0]
+            return conn.execute("SELECT (SELECT COUNT(*) FROM export_buffer) + "
+                                "(SELECT COUNT(*) FROM export_updates)").fetchone()[0]
 
     def repos_with_buffer(self) -> list[str]:
+        """Repos with rows waiting for a flush, or shards in an older format waiting to be rewritten."""
         with self.db.read() as conn:
-            return [r["repo"] for r in conn.execute("SELECT DISTINCT repo FROM export_buffer").fetchall()]
+            return [r["repo"] for r in conn.execute(
+                "SELECT repo FROM export_buffer UNION SELECT repo FROM export_updates "
+                "UNION SELECT repo FROM repo_shards WHERE stale = 1").fetchall()]
+
+    # ---- rewriting shards (flush jobs) ----
+    def rewrites(self, repo: str, max_groups: int) -> Rewrites:
+        """Shard groups to rewrite in the next commit (at most `max_groups`): the `runs` shard of each group with
+        the pending rewrites of its runs, then groups written in an older format. Rewrites of runs no known shard
+        holds (the shard was deleted by someone else) come back as `orphans`."""
+        groups: dict[str, list[Any]] = {}
+        orphans: list[Any] = []
+        with self.db.read() as conn:
+            for row in conn.execute("SELECT u.*, s.path FROM export_updates u LEFT JOIN run_shards s ON "
+                                    "s.repo = u.repo AND s.run_id = u.run_id WHERE u.repo = ? ORDER BY u.id",
+                                    (repo,)):
+                if row["path"] is None:
+                    orphans.append(row)
+                elif row["path"] in groups or len(groups) < max_groups:
+                    groups.setdefault(row["path"], []).append(row)
+            full = len(groups) >= max_groups
+            for row in conn.execute("SELECT path FROM repo_shards WHERE repo = ? AND stale = 1 AND path LIKE "
+                                    "'runs/%' ORDER BY path LIMIT ?", (repo, max_groups + 1)):
+                if len(groups) >= max_groups:
+                    full = True
+                    break
+                groups.setdefault(row["path"], [])
+        return Rewrites(groups, orphans, full)
+
+    def group_paths(self, repo: str, runs_path: str) -> list[str]:
+        """Every shard of the group `runs_path` leads: one per preset, named like it."""
+        rest = runs_path.split("/", 1)[1]
+        with self.db.read() as conn:
+            return [r["path"] for r in conn.execute(
+                "SELECT path FROM repo_shards WHERE repo = ? AND substr(path, instr(path, '/') + 1) = ?",
+                (repo, rest))]
+
+    def preset_shard_counts(self, repo: str) -> dict[str, int]:
+        with self.db.read() as conn:
+            return {r["preset"]: r["n"] for r in conn.execute(
+                "SELECT substr(path, 1, instr(path, '/') - 1) AS preset, COUNT(*) AS n FROM repo_shards "
+                "WHERE repo = ? GROUP BY preset", (repo,))}
+
+    def drop_updates(self, ids: list[int]) -> None:
+        with self.db.tx() as conn:
+            conn.executemany("DELETE FROM export_updates WHERE id = ?", [(i,) for i in ids])
 
     def repo_state(self, repo: str) -> RepoState:
         with self.db.read() as conn:
@@ -129,12 +229,37 @@ class Ledger:
                     f"SELECT path FROM repo_shards WHERE repo = ? AND path IN ({marks})", (repo, *part)))
         return [p for p in paths if p not in known]
 
-    def learn_shard(self, repo: str, path: str, entries: list[tuple[str, str | None]]) -> None:
-        """A `runs` shard found in the repo (after a wipe, a lost commit answer, or another writer): its runs are
-        exported and leave the buffer, in the same transaction that remembers the shard as read."""
+    def learn_shard(self, repo: str, path: str, entries: list[tuple[str, str | None, str | None]],
+                    stale: bool = False) -> None:
+        """A `runs` shard found in the repo (after a wipe, a lost commit answer, or another writer), with each run's
+        (id, end time, feedback fingerprint): its runs are exported and held by this shard, in the same transaction
+        that remembers the shard as read. A buffered row of one of its runs leaves the buffer; if it was mapped from
+        other feedback than the shard's row (newer feedback seen after a wipe), it stays as a rewrite.
+        `stale`: written in an older format, to be rewritten by the next flush."""
         with self.db.tx() as conn:
-            self._mark_exported(conn, repo, entries)
-            conn.execute("INSERT OR IGNORE INTO repo_shards (repo, path) VALUES (?, ?)", (repo, path))
+            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash) "
+                             "VALUES (?, ?, ?, ?)", [(repo, rid, iso_time(end), fp) for rid, end, fp in entries])
+            conn.executemany("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, job_id, "
+                             "created_at, bytes) SELECT repo, run_id, rows, feedback_hash, job_id, created_at, bytes "
+                             "FROM export_buffer WHERE repo = ? AND run_id = ? AND feedback_hash IS NOT ?",
+                             [(repo, rid, fp) for rid, _, fp in entries])
+            conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?",
+                             [(repo, rid) for rid, _, _ in entries])
+            conn.executemany("INSERT OR REPLACE INTO run_shards (repo, run_id, path) VALUES (?, ?, ?)",
+                             [(repo, rid, path) for rid, _, _ in entries])
+            conn.execute("INSERT OR REPLACE INTO repo_shards (repo, path, stale) VALUES (?, ?, ?)",
+                         (repo, path, int(stale)))
+
+    def learn_paths(self, repo: str, listed: list[str]) -> None:
+        """The repo's shard paths as listed at its head: shards deleted by someone else are forgotten (their runs
+        stay exported), preset shards are remembered (a rewrite replaces a run's rows in every preset)."""
+        with self.db.tx() as conn:
+            known = {r["path"] for r in conn.execute("SELECT path FROM repo_shards WHERE repo = ?", (repo,))}
+            gone = [(repo, p) for p in known - set(listed)]
+            conn.executemany("DELETE FROM repo_shards WHERE repo = ? AND path = ?", gone)
+            conn.executemany("DELETE FROM run_shards WHERE repo = ? AND path = ?", gone)
+            conn.executemany("INSERT OR IGNORE INTO repo_shards (repo, path) VALUES (?, ?)",
+                             [(repo, p) for p in listed if not p.startswith("runs/")])
 
     def set_head(self, repo: str, head: str | None, presets: set[str]) -> None:
         """The head the ledger has caught up with, and the presets found in the repo at that head."""
@@ -142,15 +267,44 @@ class Ledger:
             self._upsert_repo(conn, repo, head, presets, None)
 
     def record_commit(self, repo: str, head: str, shard_paths: list[str], presets: set[str], card: str,
-                      rows: list[Any]) -> None:
-        """Everything a landed commit changes, in one transaction (see the module docstring)."""
+                      rows: list[Any], *, deleted: list[str] = (), updates: list[Any] = (),
+                      placed: dict[str, list[str]] | None = None) -> None:
+        """Everything a landed commit changes, in one transaction (see the module docstring): the shards it added
+        (`shard_paths`) and `deleted`, which `runs` shard now holds which runs (`placed`), the buffered `rows` now
+        exported and the pending `updates` now applied.
+
+        A buffered row or a rewrite that was replaced while the commit was made (a newer row id) is not the one
+        committed: it is kept, as a rewrite, for the next flush."""
         now = self.store.clock()
         with self.db.tx() as conn:
-            conn.executemany("INSERT OR IGNORE INTO repo_shards (repo, path) VALUES (?, ?)",
+            conn.executemany("DELETE FROM repo_shards WHERE repo = ? AND path = ?", [(repo, p) for p in deleted])
+            conn.executemany("INSERT OR REPLACE INTO repo_shards (repo, path, stale) VALUES (?, ?, 0)",
                              [(repo, p) for p in shard_paths])
+            conn.executemany("INSERT OR REPLACE INTO run_shards (repo, run_id, path) VALUES (?, ?, ?)",
+                             [(repo, rid, path) for path, ids in (placed or {}).items() for rid in ids])
             self._upsert_repo(conn, repo, head, presets, card)
-            self._mark_exported(conn, repo, [(r["run_id"], r["end_time"]) for r in rows])
+            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash) "
+                             "VALUES (?, ?, ?, ?)",
+                             [(repo, r["run_id"], iso_time(r["end_time"]), r["feedback_hash"]) for r in rows])
+            conn.executemany("DELETE FROM export_buffer WHERE id = ?", [(r["id"],) for r in rows])
+            self._keep_newer_rows(conn, repo, [r["run_id"] for r in rows])
+            conn.executemany("UPDATE exported SET feedback_hash = ? WHERE repo = ? AND run_id = ?",
+                             [(u["feedback_hash"], repo, u["run_id"]) for u in updates])
+            conn.executemany("DELETE FROM export_updates WHERE id = ?", [(u["id"],) for u in updates])
             self._remember_recent(conn, repo, rows, now)
+            conn.executemany("UPDATE recent_runs SET row = ? WHERE repo = ? AND run_id = ?",
+                             [(json.dumps(decode_rows(u["rows"])["runs"][0]), repo, u["run_id"]) for u in updates])
+
+    @staticmethod
+    def _keep_newer_rows(conn: Any, repo: str, run_ids: list[str]) -> None:
+        """Rows buffered for just-exported runs after the flush read its batch become rewrites."""
+        for part in _chunks(run_ids):
+            marks = ",".join("?" * len(part))
+            where = f"repo = ? AND run_id IN ({marks})"
+            conn.execute("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, job_id, "
+                         f"created_at, bytes) SELECT repo, run_id, rows, feedback_hash, job_id, created_at, bytes "
+                         f"FROM export_buffer WHERE {where}", (repo, *part))
+            conn.execute(f"DELETE FROM export_buffer WHERE {where}", (repo, *part))
 
     @staticmethod
     def _upsert_repo(conn: Any, repo: str, head: str | None, presets: set[str], card: str | None) -> None:
@@ -161,12 +315,6 @@ class Ledger:
                      (repo, head, json.dumps(sorted(known | presets)), card if card is not None else
                       (old["card"] if old else None)))
 
-    @staticmethod
-    def _mark_exported(conn: Any, repo: str, entries: list[tuple[str, str | None]]) -> None:
-        conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time) VALUES (?, ?, ?)",
-                         [(repo, rid, iso_time(end)) for rid, end in entries])
-        conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?", [(repo, rid) for rid, _ in entries])
-
     # ---- the Review page ----
     def remember_recent(self, repo: str, rows: list[Any]) -> None:
         with self.db.tx() as conn:
@@ -176,7 +324,7 @@ class Ledger:
     def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
         """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
         conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                         [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
+                         [(repo, r["run_id"], now, json.dumps(decode_rows(r["rows"])["runs"][0])) for r in rows])
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 
@@ -224,7 +372,8 @@ class Ledger:
 
     # ---- retention ----
     def prune(self) -> dict[str, int]:
-        """Drops links that expired. `exported` and `repo_shards` are kept: exactly once needs them."""
+        """Drops links that expired. `exported`, `repo_shards` and `run_shards` are kept: exactly once and
+        rewrites need them."""
         now = datetime.fromtimestamp(self.store.clock(), timezone.utc).isoformat()
         with self.db.tx() as conn:
             links = conn.execute("DELETE FROM feedback_links WHERE expires_at <= ?", (now,)).rowcount

@@ -135,9 +135,19 @@ def run_ids(runs: list) -> list[str]:
     return [str(run["id"]) for run in runs if isinstance(run, dict) and run.get("id")]
 
 
-def export_key(rule_id: str, ids: list[str], threads: list | None) -> str:
-    material = json.dumps({"runs": sorted(set(ids)), "threads": threads if not ids else None}, sort_keys=True,
-                          default=str)
+def feedback_stats_of(runs: list) -> dict[str, Any]:
+    """Each run's `feedback_stats` as delivered (runs without any left out)."""
+    return {str(r["id"]): r["feedback_stats"] for r in runs
+            if isinstance(r, dict) and r.get("id") and r.get("feedback_stats")}
+
+
+def export_key(rule_id: str, ids: list[str], threads: list | None, stats: dict[str, Any] | None = None) -> str:
+    """The same runs delivered again are one job (a retried delivery), unless their feedback changed in between
+    (`stats`: each run's `feedback_stats`): then the new delivery refreshes the rows already exported."""
+    material = {"runs": sorted(set(ids)), "threads": threads if not ids else None}
+    if stats:
+        material["feedback"] = stats
+    material = json.dumps(material, sort_keys=True, default=str)
     return f"{EXPORT}:{rule_id}:{hashlib.sha256(material.encode()).hexdigest()[:32]}"
 
 
@@ -159,4 +169,5 @@ def route_rule(delivery: RuleDelivery, config: BridgeConfig) -> list[JobSpec] | 
         subject += f", {len(delivery.threads)} thread(s)"
     # The job refers to the stored delivery (`delivery_id` is added when it is stored): the body is kept once.
     payload = {"rule_id": delivery.rule_id, "runs": len(ids)}
-    return [JobSpec(EXPORT, export_key(delivery.rule_id, ids, delivery.threads), payload, subject)]
+    key = export_key(delivery.rule_id, ids, delivery.threads, feedback_stats_of(delivery.runs))
+    return [JobSpec(EXPORT, key, payload, subject)]

@@ -183,6 +183,36 @@ ALTER TABLE feedback_links ADD COLUMN preview TEXT;
 UPDATE feedback_links SET token_id = replace(url, rtrim(url, replace(url, '/', '')), '');
 CREATE UNIQUE INDEX IF NOT EXISTS feedback_links_token ON feedback_links (token_id);
     """,
+    # 8: late feedback (flows/exports.py). Which `runs` shard holds each run (its preset shards share the name), the
+    # rewrites waiting for the next flush (rows of exported runs whose feedback changed), the feedback each exported
+    # or buffered row was mapped from (a fingerprint), shards written in an older format (rewritten by the next
+    # flush). Every shard path of a repo is now known, not only `runs` ones. Which shard held which run was never
+    # recorded: the heads are forgotten, so the next flush of each repo lists it and reads every shard again.
+    """
+CREATE TABLE run_shards (
+    repo TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (repo, run_id)
+);
+CREATE INDEX run_shards_path ON run_shards (repo, path);
+CREATE TABLE export_updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    rows TEXT NOT NULL,
+    feedback_hash TEXT,
+    job_id INTEGER,
+    created_at REAL NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (repo, run_id)
+);
+ALTER TABLE exported ADD COLUMN feedback_hash TEXT;
+ALTER TABLE export_buffer ADD COLUMN feedback_hash TEXT;
+ALTER TABLE repo_shards ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+UPDATE export_repos SET head = NULL;
+DELETE FROM repo_shards;
+    """,
 )
 
 

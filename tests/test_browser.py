@@ -275,7 +275,8 @@ def test_backfill_reaches_the_hub_and_review_sends_feedback(page, sandbox):
     flush = int(re.search(r"flush job\(s\) #(\d+)", detail.inner_text()).group(1))
     expect(job_state(page, flush)).to_contain_text("succeeded", timeout=SLOW)
     page.locator(f'#jobs-table tr[data-job="{flush}"]').click()
-    expect(detail).to_contain_text("1 run(s) committed", timeout=15_000)
+    # One flush per repo: runs the sandbox's own rule delivered in the same window may go out with this one.
+    expect(detail).to_contain_text(re.compile(r"[1-9]\d* run\(s\) committed"), timeout=15_000)
     assert run_id in hub_run_ids(credentials)
     href = page.locator(f'#jobs-table tr[data-job="{flush}"] a.pill', has_text="HF commit").first.get_attribute("href")
     commit_page = page.context.new_page()  # the link names the flush's commit, and the sandbox Hub shows it

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,12 +29,12 @@ from ..errors import FormatError, UpstreamError
 from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.run_text import feedback_preview
-from ..formats.runs import feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
-from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
-from ..ledger import iso_time
+from ..formats.runs import feedback_entry, feedback_fingerprint, feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
+from ..formats.training import PRESETS, SCHEMAS, preset_rows, to_parquet_bytes, to_table
+from ..ledger import decode_rows, iso_time
 from ..settings import ExportTarget
 from ..objects import ObjectRefused
-from ..smith import batches
+from ..smith import EXPORT_SELECTS, batches
 from ..tracing import step
 
 log = logging.getLogger("bridge.flows.exports")
@@ -179,7 +180,7 @@ def delivery_runs(runtime: Any, payload: dict) -> tuple[str, list, list]:
 
 def new_counts(runs: int = 0, threads: int = 0) -> dict:
     return {"runs": runs, "without_id": 0, "already_exported": 0, "objects_fetched": 0, "runs_queried": 0,
-            "feedback": 0, "buffered": 0, "redactions": {}, "preset_skips": {}, "skipped": {}, "threads": threads}
+            "feedback": 0, "buffered": 0, "refreshed": 0, "redactions": {}, "preset_skips": {}, "skipped": {}, "threads": threads}
 
 
 CHUNK = 200  # runs completed, mapped and buffered at a time: fetched objects of a large delivery are not all held
@@ -196,29 +197,52 @@ def unique_runs(raw_runs: list, counts: dict) -> list[dict]:
     return runs
 
 
+def fingerprints(target: ExportTarget, run_ids: list[str], feedback: dict[str, list[dict]]) -> dict[str, str | None]:
+    """Each run's feedback fingerprint as the target's `runs` row would hold it (redacted, in row form)."""
+    redactor = Redactor(target.redact)
+    prints: dict[str, str | None] = {}
+    for rid in run_ids:
+        try:
+            prints[rid] = feedback_fingerprint([feedback_entry(redactor.apply_feedback(f))
+                                                for f in feedback.get(rid, [])])
+        except FormatError:
+            prints[rid] = None  # unreadable feedback: the run is skipped when mapped
+    return prints
+
+
 def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[ExportTarget], job: Any,
                  counts: dict) -> None:
+    """Maps and buffers the chunk's runs each repo does not hold yet, and refreshes the rows of runs it holds whose
+    feedback changed since they were mapped (a rule delivering a run again, a reconcile finding new feedback)."""
     ids = [str(r["id"]) for r in chunk]
-    todo = {}
+    with step("read feedback", "retriever", runs=len(ids)):
+        feedback_items = rt.smith.feedback_for(ids)
+    counts["feedback"] += len(feedback_items)
+    feedback = group_feedback(feedback_items)
+    new, changed, prints = {}, {}, {}
     for target in targets:
-        known = rt.ledger.known(target.repo, ids)
-        todo[target.repo] = [r for r in chunk if str(r["id"]) not in known]
-        counts["already_exported"] += len(known)
-    needed = {str(r["id"]): dict(r) for rs in todo.values() for r in rs}  # copies: objects are filled in
+        prints[target.repo] = fingerprints(target, ids, feedback)
+        held = rt.ledger.fingerprints(target.repo, ids)
+        new[target.repo] = [r for r in chunk if str(r["id"]) not in held]
+        changed[target.repo] = [r for r in chunk if str(r["id"]) in held
+                                and held[str(r["id"])] != prints[target.repo][str(r["id"])]]
+        counts["already_exported"] += len(held) - len(changed[target.repo])
+    needed = {str(r["id"]): dict(r) for todo in (new, changed) for rs in todo.values() for r in rs}  # filled in
     if not needed:
         return
     with step("read runs", "retriever", runs=len(needed)):
         complete_runs(rt, list(needed.values()), counts)
-    with step("read feedback", "retriever", runs=len(needed)):
-        feedback_items = rt.smith.feedback_for(list(needed))
-    counts["feedback"] += len(feedback_items)
-    feedback = group_feedback(feedback_items)
     for target in targets:
-        runs = [needed[str(r["id"])] for r in todo[target.repo]]
-        with step(f"map rows for {target.repo}", repo=target.repo):
-            rows = rows_for_target(rt, target, rule_id or target.current_rule_id, runs, feedback, counts)
-        # A run a flush committed since `known` was read is not buffered again: `buffer` checks in its transaction.
-        counts["buffered"] += rt.ledger.buffer(target.repo, rows, job.id)
+        for todo, store in ((new, rt.ledger.buffer), (changed, rt.ledger.refresh)):
+            runs = [needed[str(r["id"])] for r in todo[target.repo]]
+            if not runs:
+                continue
+            with step(f"map rows for {target.repo}", repo=target.repo):
+                rows = rows_for_target(rt, target, rule_id or target.current_rule_id, runs, feedback, counts)
+            # A run a flush committed since `held` was read is not buffered again: `buffer` checks in its
+            # transaction, and `refresh` turns a row for a run exported meanwhile into a rewrite.
+            stored = store(target.repo, rows, job.id, fingerprints=prints[target.repo])
+            counts["buffered" if store == rt.ledger.buffer else "refreshed"] += stored
 
 
 def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[ExportTarget], job: Any,
@@ -232,6 +256,21 @@ def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[Expo
         export_chunk(rt, rule_id, chunk, targets, job, counts)
     due = [t for t in targets if rt.ledger.pending(t.repo) >= (1 if schedule else t.max_rows_per_commit)]
     return [fid for fid in (schedule_flush(rt, t, job.trigger) for t in due) if fid is not None]
+
+
+def refresh_runs(rt: Any, targets: list[ExportTarget], runs: list[dict], job: Any, counts: dict) -> list[int]:
+    """Re-maps runs the repos hold whose feedback may have changed (found by a reconcile, or rated on the Review
+    page) and schedules the flushes that rewrite their rows. `runs` need `id`, `session_id` and `start_time`: they are
+    read again (a run's own fields, as exported), then go the way a delivery's runs go, so an unchanged fingerprint
+    costs nothing more."""
+    if not runs:
+        return []
+    full = rt.smith.runs_by_id(runs, selects=EXPORT_SELECTS)
+    counts["runs_queried"] += len(runs)
+    held = set()
+    for target in targets:
+        held |= rt.ledger.known(target.repo, [str(r["id"]) for r in full])
+    return export_runs(rt, None, [r for r in full if str(r["id"]) in held], targets, job, counts)
 
 
 def run_export(job: Any, ctx: Any) -> dict:
@@ -250,11 +289,15 @@ def shard_id(run_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
 
 
-def read_shard_runs(runtime: Any, repo: str, head: str, path: str) -> list[tuple[str, str | None]]:
+def read_shard_runs(runtime: Any, repo: str, head: str, path: str) -> tuple[list[tuple], bool]:
+    """The runs a `runs` shard holds, each as (run id, end time, feedback fingerprint), and whether the shard was
+    written in an older format."""
     data = runtime.hub.read_bytes(repo, "dataset", head, path)
-    table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time"])
+    table = pq.read_table(io.BytesIO(data), columns=["run_id", "end_time", "feedback"])
     ends = [iso_time(e) for e in table.column("end_time").to_pylist()]
-    return list(zip(table.column("run_id").to_pylist(), ends))
+    prints = [feedback_fingerprint(f or []) for f in table.column("feedback").to_pylist()]
+    stale = not pq.read_schema(io.BytesIO(data)).equals(SCHEMAS["runs"], check_metadata=False)
+    return list(zip(table.column("run_id").to_pylist(), ends, prints)), stale
 
 
 def sync_repo(runtime: Any, repo: str) -> str | None:
@@ -262,17 +305,23 @@ def sync_repo(runtime: Any, repo: str) -> str | None:
 
     While only the bridge writes, the head is the commit it recorded and nothing is listed: a flush's cost does not
     grow with the repo. A different head (a wiped state dir, a commit whose answer was lost, a person's commit) lists
-    the top level (which presets exist) and `runs/`, and reads the run ids of every shard not read before."""
+    the top level (which presets exist) and every preset folder, forgets shards that are gone, and reads the run
+    ids of every `runs` shard not read before."""
     ledger, hub = runtime.ledger, runtime.hub
     head = hub.head(repo)
     state = ledger.repo_state(repo)
     if head is None or head == state.head:
         return head
     top = set(hub.list_paths(repo, head, None, recursive=False))
-    shards = [p for p in hub.list_paths(repo, head, RUNS_PREFIX.rstrip("/")) if p.endswith(".parquet")]
+    presets = {p for p in PRESETS if p in top}
+    listed = [path for preset in sorted(presets) for path in hub.list_paths(repo, head, preset)
+              if path.endswith(".parquet")]
+    ledger.learn_paths(repo, listed)
+    shards = [p for p in listed if p.startswith(RUNS_PREFIX)]
     for path in ledger.unknown_shards(repo, shards):
-        ledger.learn_shard(repo, path, read_shard_runs(runtime, repo, head, path))
-    ledger.set_head(repo, head, {p for p in PRESETS if p in top})
+        entries, stale = read_shard_runs(runtime, repo, head, path)
+        ledger.learn_shard(repo, path, entries, stale=stale)
+    ledger.set_head(repo, head, presets)
     return head
 
 
@@ -280,7 +329,7 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     """One parquet shard per preset that has rows (`runs` always), named after the run ids they hold."""
     sid = shard_id([r["run_id"] for r in rows])
     when = datetime.fromtimestamp(rows[0]["created_at"], timezone.utc)
-    decoded = [json.loads(r["rows"]) for r in rows]
+    decoded = [decode_rows(r["rows"]) for r in rows]
     files = {}
     for preset in target.presets:
         preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]
@@ -297,33 +346,118 @@ def build_card(target: ExportTarget, rule_ids: list[str], presets: set[str]) -> 
                        redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
 
 
+REWRITE_GROUPS = 8  # shard groups rewritten per commit: a rewrite reads and writes whole shards
+
+
+@dataclass
+class Rewritten:
+    files: dict[str, bytes]  # the group's new shards
+    deleted: list[str]  # its old shards
+    runs_path: str  # its new `runs` shard
+    run_ids: list[str]  # every run the group holds
+    applied: list[Any]  # the pending rewrites it applied
+
+
+def stored_rows(preset: str, table: Any) -> dict[str, list[dict]]:
+    """A shard's rows as the current format has them: columns added since are null."""
+    return {preset: table.to_pylist()}
+
+
+def rewrite_group(runtime: Any, repo: str, head: str, runs_path: str, updates: list[Any],
+                  now: datetime) -> Rewritten:
+    """The group of shards `runs_path` leads, written again: rows of runs with a pending rewrite replaced by their
+    new rows in every preset the rewrite maps (a run may leave `sft` or join `preference`), the other rows as they
+    were, in the current format. `exported_at` stays the first export; `updated_at` is now. A preset shard left
+    empty is dropped, unless it is the preset's last one (its config must keep loading)."""
+    old_paths = runtime.ledger.group_paths(repo, runs_path)
+    by_preset: dict[str, list[dict]] = {}
+    for path in old_paths:
+        table = pq.read_table(io.BytesIO(runtime.hub.read_bytes(repo, "dataset", head, path)))
+        for preset, rows in stored_rows(path.split("/", 1)[0], table).items():
+            by_preset.setdefault(preset, []).extend(rows)
+    first_export = {row["run_id"]: row.get("exported_at") for row in by_preset.get("runs", [])}
+    applied = [u for u in updates if u["run_id"] in first_export]  # the others are not in this shard any more
+    changed = {u["run_id"]: decode_rows(u["rows"]) for u in applied}
+    for preset in {p for per_run in changed.values() for p in per_run}:
+        kept = [row for row in by_preset.get(preset, []) if row["run_id"] not in changed]
+        fresh = [row for per_run in changed.values() for row in per_run.get(preset, [])]
+        if preset == "runs":
+            fresh = [{**row, "exported_at": first_export[row["run_id"]] or row.get("exported_at"),
+                      "updated_at": now} for row in fresh]
+        by_preset[preset] = kept + fresh
+    run_ids = [row["run_id"] for row in by_preset["runs"]]
+    sid = shard_id([*run_ids, now.isoformat()])  # never the old name, even on the same day
+    counts = runtime.ledger.preset_shard_counts(repo)
+    had = {path.split("/", 1)[0] for path in old_paths}
+    files = {shard_path(preset, now, sid): to_parquet_bytes(to_table(preset, rows))
+             for preset, rows in by_preset.items() if rows or (preset in had and counts.get(preset, 0) <= 1)}
+    return Rewritten(files, old_paths, shard_path("runs", now, sid), run_ids, applied)
+
+
 def flush_once(runtime: Any, target: ExportTarget, rule_ids: list[str], counts: dict) -> bool:
-    """Commits one batch; returns True when the batch was full (more may wait), False when nothing or a partial
-    batch was committed.
+    """Commits one batch of new rows and up to `REWRITE_GROUPS` shard rewrites; returns True when more waits (a
+    full batch, more rewrites), False when nothing or all that waited was committed.
 
     Syncing first drops from the buffer every run the repo already holds, including a batch whose commit landed
-    just before a crash, so what is committed here is always new.
+    just before a crash, so what is committed here is always new; a rewrite adds each group's new shards and
+    deletes its old ones in the same commit, so every run stays in exactly one shard per config.
     """
     ledger, hub, repo = runtime.ledger, runtime.hub, target.repo
     head = sync_repo(runtime, repo)
     batch = ledger.batch(repo, target.max_rows_per_commit, target.max_bytes_per_commit)
-    if not batch.rows:
+    rewrites = ledger.rewrites(repo, REWRITE_GROUPS)
+    drop_rewrites(runtime, repo, rewrites.orphans, counts)
+    if not batch.rows and not rewrites.groups:
         return False
-    files = build_shards(target, batch.rows)
+    files = build_shards(target, batch.rows) if batch.rows else {}
+    placed = {p: [r["run_id"] for r in batch.rows] for p in files if p.startswith(RUNS_PREFIX)}
+    now = datetime.fromtimestamp(runtime.store.clock(), timezone.utc)
+    deleted, applied = [], []
+    for runs_path, updates in rewrites.groups.items():
+        group = rewrite_group(runtime, repo, head, runs_path, updates, now)
+        files.update(group.files)
+        deleted += group.deleted
+        placed[group.runs_path] = group.run_ids
+        applied += group.applied
+        done = {u["id"] for u in group.applied}
+        drop_rewrites(runtime, repo, [u for u in updates if u["id"] not in done], counts)
+    shards = list(files)
     state = ledger.repo_state(repo)
     presets = set(state.presets) | {path.split("/", 1)[0] for path in files}
     card = build_card(target, rule_ids, presets)
     if card != state.card and (head is None or hub.read_text(repo, "README.md", head) != card):
         files["README.md"] = card.encode()
-    with step(f"commit to {repo}", repo=repo, files=len(files), runs=len(batch.rows)):
-        oid = hub.commit(repo, files, f"Add {len(batch.rows)} run(s)", parent=head)
+    with step(f"commit to {repo}", repo=repo, files=len(files), runs=len(batch.rows), rewritten=len(applied)):
+        oid = hub.commit(repo, files, commit_message(len(batch.rows), len(applied), len(rewrites.groups)),
+                         parent=head, deleted=deleted)
     runtime.store.remember_commit(oid, repo)
-    ledger.record_commit(repo, oid, [p for p in files if p.startswith(RUNS_PREFIX)], presets, card, batch.rows)
+    ledger.record_commit(repo, oid, shards, presets, card, batch.rows, deleted=deleted, updates=applied,
+                         placed=placed)
     runtime.metrics.rows_exported(repo, len(batch.rows))
     counts["commits"] += 1
     counts["runs_committed"] += len(batch.rows)
+    counts["runs_rewritten"] += len(applied)
+    counts["shards_rewritten"] += len(rewrites.groups)
     counts["commit_oid"] = oid
-    return batch.full
+    return batch.full or rewrites.full
+
+
+def commit_message(added: int, rewritten: int, groups: int) -> str:
+    parts = [f"Add {added} run(s)"] if added else []
+    if rewritten:
+        parts.append(f"update {rewritten} run(s) with newer feedback")
+    elif groups:
+        parts.append(f"rewrite {groups} shard group(s) in the current format")
+    text = ", ".join(parts)
+    return text[0].upper() + text[1:]
+
+
+def drop_rewrites(runtime: Any, repo: str, updates: list[Any], counts: dict) -> None:
+    """Rewrites of runs no shard of the repo holds any more (someone deleted or rewrote it): nothing to update."""
+    if updates:
+        log.warning("%s: %d run(s) with newer feedback are no longer in any shard; not rewritten", repo, len(updates))
+        runtime.ledger.drop_updates([u["id"] for u in updates])
+        counts["rewrites_dropped"] = counts.get("rewrites_dropped", 0) + len(updates)
 
 
 _flush_locks: dict[str, threading.Lock] = {}
@@ -347,7 +481,7 @@ def flush_repo(job: Any, ctx: Any) -> dict:
     if target is None:
         return {"repo": repo, "note": "no exports entry writes to this repo any more; rows stay buffered"}
     rt.hub.ensure_dataset(repo, target.private)
-    counts = {"commits": 0, "runs_committed": 0}
+    counts = {"commits": 0, "runs_committed": 0, "runs_rewritten": 0, "shards_rewritten": 0}
     rule_ids = sorted({t.current_rule_id for t in rt.settings.config.exports
                        if t.repo == repo and t.current_rule_id})
     for attempt in range(3):

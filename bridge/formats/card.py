@@ -58,7 +58,8 @@ COLUMN_MEANING = {
     "feedback_urls": "links to the bridge's feedback page for the run (key, url, expires_at): it shows the run and "
                      "takes a rating or a correction with a button; opening the link records nothing",
     "run_url": "link to the run in LangSmith",
-    "exported_at": "when the bridge wrote the row (UTC)",
+    "exported_at": "when the bridge first wrote the row (UTC)",
+    "updated_at": "when the bridge last rewrote the row because the run's feedback changed (UTC; empty: never)",
     "messages": "the conversation: `role`, `content`, `name`, `tool_call_id`, `tool_calls` (arguments as JSON "
                 "strings)",
     "tools": "tools offered to the model, as a JSON string (`json.loads` it before applying a chat template)",

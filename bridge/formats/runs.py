@@ -10,6 +10,7 @@ differ from run to run and Arrow would otherwise infer a different schema per sh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -70,6 +71,7 @@ RUNS_SCHEMA = pa.schema([
     pa.field("feedback_urls", pa.list_(FEEDBACK_URL_TYPE)),
     pa.field("run_url", pa.string()),
     pa.field("exported_at", UTC_TIMESTAMP),
+    pa.field("updated_at", UTC_TIMESTAMP),
 ])
 
 _UUID_LENGTH = 36
@@ -285,6 +287,17 @@ def sorted_feedback(feedback: Iterable[Any]) -> list[dict]:
     return sorted((as_dict(f) for f in feedback), key=_feedback_order)
 
 
+FINGERPRINTED = ("id", "key", "score", "value", "comment", "correction")
+
+
+def feedback_fingerprint(entries: Iterable[Mapping]) -> str:
+    """A short digest of a run's feedback in row form (`feedback_entry`, as the `runs` row holds it): it differs
+    exactly when the run's rows would, so a row is rewritten only when its feedback changed. Computed the same way
+    from fresh feedback and from a shard read back from the repo."""
+    items = sorted(json.dumps([to_json(e.get(k)) for k in FINGERPRINTED]) for e in entries)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:24]
+
+
 def feedback_score(item: Mapping) -> float | None:
     score = item.get("score")
     if isinstance(score, bool):
@@ -448,4 +461,5 @@ def run_row(run: Any, *, rule_id: str | None, feedback: list[dict], feedback_url
         "feedback_urls": [feedback_url_entry(u) for u in feedback_urls],
         "run_url": web_url,
         "exported_at": parse_time(exported_at, where=where, field="exported_at"),
+        "updated_at": None,
     }
