@@ -29,7 +29,7 @@ from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.run_text import feedback_preview
 from ..formats.runs import feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
-from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
+from ..formats.training import CONFIGS, preset_rows, split_configs, to_parquet_bytes, to_table
 from ..ledger import iso_time
 from ..settings import ExportTarget
 from ..objects import ObjectRefused
@@ -272,7 +272,7 @@ def sync_repo(runtime: Any, repo: str) -> str | None:
     shards = [p for p in hub.list_paths(repo, head, RUNS_PREFIX.rstrip("/")) if p.endswith(".parquet")]
     for path in ledger.unknown_shards(repo, shards):
         ledger.learn_shard(repo, path, read_shard_runs(runtime, repo, head, path))
-    ledger.set_head(repo, head, {p for p in PRESETS if p in top})
+    ledger.set_head(repo, head, {p for p in CONFIGS if p in top})
     return head
 
 
@@ -284,15 +284,16 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     files = {}
     for preset in target.presets:
         preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]
-        if preset_rows_ or preset == "runs":
-            files[shard_path(preset, when, sid)] = to_parquet_bytes(to_table(preset, preset_rows_))
+        # A training preset's rows go to two configs: runs without tools and runs with them (training.py says why).
+        for config, config_rows in split_configs(preset, preset_rows_).items():
+            if config_rows or config == "runs":
+                files[shard_path(config, when, sid)] = to_parquet_bytes(to_table(config, config_rows))
     return files
 
 
 def build_card(target: ExportTarget, rule_ids: list[str], presets: set[str]) -> str:
     """The dataset card lists a config only for presets that have a shard, so every config loads."""
-    return render_card(target.repo, [p for p in target.presets if p in presets] +
-                       sorted(presets - set(target.presets)), rule_ids, __version__,
+    return render_card(target.repo, sorted(presets), rule_ids, __version__,
                        positive_threshold=target.positive_threshold,
                        redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
 
