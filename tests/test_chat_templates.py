@@ -8,6 +8,7 @@ in a Jinja environment set up as `transformers` sets up `apply_chat_template`'s,
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -174,3 +175,102 @@ def test_the_old_fixed_struct_breaks_llama():
         render("llama-3.1", [{"role": "user", "content": "hi", "tool_calls": None, "tool_call_id": None,
                               "name": None}])
 
+
+
+# --- a repo exported before 0.2.0, its training shards upgraded in place --------------------------------------
+
+def _pure_runs(prefix: str) -> list[tuple[dict, list[dict]]]:
+    """The two runs of this file with ids and feedback as LangSmith gives them (no flow: the shards are built here)."""
+    from test_formats_upgrade import feedback
+
+    plain, tools = {**plain_run(), "id": f"{prefix}-plain"}, {**tool_run(), "id": f"{prefix}-tools"}
+    return [(plain, feedback(plain["id"], {"output": "Four."})),
+            (tools, feedback(tools["id"], {"output": "Paris: 18 C, sunny."}))]
+
+
+def _write_repo(root: Path, shards: dict[str, bytes]) -> Path:
+    from bridge.formats.card import render_card
+
+    for path, data in shards.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    configs = sorted({path.split("/")[0] for path in shards} - {"runs"})
+    (root / "README.md").write_text(render_card("acme/old-export", configs, [RULE], "0.2.0"))
+    return root
+
+
+def _load(root: Path, config_name: str, cache: Path):
+    import datasets
+
+    return datasets.load_dataset(str(root), config_name, split="train", cache_dir=str(cache))
+
+
+def _old_repo_shards() -> dict[str, bytes]:
+    """What bridge 0.1.0 wrote for the two runs: one shard per preset, five-field messages, tools together."""
+    from bridge.formats.training import to_parquet_bytes, to_table
+    from test_formats_upgrade import old_shard
+
+    shards = {f"{p}/2026/11/20/old.parquet": old_shard(p, _pure_runs("old")) for p in ("sft", "preference", "kto")}
+    return {"runs/2026/11/20/old.parquet": to_parquet_bytes(to_table("runs", [])), **shards}
+
+
+@pytest.mark.parametrize("new_date", ["2026/11/21", "2026/11/19"])
+def test_an_old_shard_next_to_a_new_one_breaks_the_config(tmp_path, new_date):
+    """Why old shards are upgraded in place. With the old shard first (the usual order: it is older),
+    `load_dataset` reads every shard as the old struct, so the new rows get `tool_calls: None` back and Llama's
+    template fails; with a new shard first it refuses the config."""
+    import datasets
+    from test_formats_upgrade import new_mapping
+
+    from bridge.formats.training import to_parquet_bytes, to_table
+
+    new = to_parquet_bytes(to_table("sft", new_mapping("sft", _pure_runs("new"))["sft"]))
+    root = _write_repo(tmp_path / "repo", {**_old_repo_shards(), f"sft/{new_date}/new.parquet": new})
+    if new_date < "2026/11/20":
+        with pytest.raises(datasets.exceptions.DatasetGenerationError):
+            _load(root, "sft", tmp_path / "cache")
+        return
+    rows = {row["run_id"]: row for row in _load(root, "sft", tmp_path / "cache")}
+    assert rows["new-plain"]["messages"][0]["tool_calls"] is None
+    with pytest.raises(TypeError):
+        render("llama-3.1", rows["new-plain"]["messages"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_upgraded_shards_load_with_new_ones_and_render(tmp_path, model):
+    """Old shards upgraded (new shard per config, old one gone) next to shards the new mapping wrote for the same
+    runs: every config loads, its shards share one schema, and each upgraded row renders as the new one."""
+    import pyarrow.parquet as pq
+    from test_formats_upgrade import new_mapping, offered
+
+    from bridge.formats.training import to_parquet_bytes, to_table
+    from bridge.formats.upgrade import is_old_format, upgrade_rows
+
+    shards = {}
+    for path, data in _old_repo_shards().items():
+        preset, table = path.split("/")[0], pq.read_table(io.BytesIO(data))
+        if not is_old_format(table.schema):
+            shards[path] = data
+            continue
+        for config, rows in upgrade_rows(preset, table.to_pylist(), offered(_pure_runs("old"))).items():
+            shards[path.replace(preset, config, 1)] = to_parquet_bytes(to_table(config, rows))
+        for config, rows in new_mapping(preset, _pure_runs("new")).items():
+            shards[f"{config}/2026/11/21/new.parquet"] = to_parquet_bytes(to_table(config, rows))
+    root = _write_repo(tmp_path / "repo", shards)
+    for config in ("sft", "sft_tools", "preference", "preference_tools", "kto", "kto_tools"):
+        files = sorted((root / config).rglob("*.parquet"))
+        assert len(files) == 2 and len({pq.read_schema(f) for f in files}) == 1, config
+        rows = {row["run_id"]: row for row in _load(root, config, tmp_path / "cache")}
+        tools = rows.get("old-tools", {}).get("tools")
+        for run_id, row in rows.items():
+            twin = rows[run_id.replace("old-", "new-")]
+            for column in ("messages", "chosen", "rejected", "completion"):
+                if column in row:
+                    turns = row.get("prompt", []) + row[column]
+                    twin_turns = twin.get("prompt", []) + twin[column]
+                    assert render(model, turns, tools) == render(model, twin_turns, tools), (config, column)
+    kto_tools = _load(root, "kto_tools", tmp_path / "cache")[0]
+    assert kto_tools["run_id"] == "old-tools"
+    assert render(model, kto_tools["prompt"] + kto_tools["completion"], kto_tools["tools"]) == TOOLS_EXPECTED[model]
+    sft = _load(root, "sft", tmp_path / "cache")[0]
+    assert sft["run_id"] == "old-plain" and render(model, sft["messages"]) == PLAIN_EXPECTED[model]

@@ -311,7 +311,7 @@ def template_tools(tools: Any) -> list[dict]:
             for t in items if isinstance(t, Mapping)]
 
 
-def _shaped(config: str, row: Mapping) -> dict:
+def shape_row(config: str, row: Mapping) -> dict:
     """A row of a training config in that config's form (idempotent: shaped rows come out the same)."""
     preset = _PRESET_OF[config]
     tools = config != preset
@@ -352,7 +352,7 @@ def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(CONFIGS)}")
     rows = list(rows)
     if preset in _PRESET_OF:
-        rows = [_shaped(preset, row) for row in rows]
+        rows = [shape_row(preset, row) for row in rows]
     names = set(schema.names)
     required = [field.name for field in schema if not field.nullable]
     for index, row in enumerate(rows):
