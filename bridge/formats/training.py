@@ -25,7 +25,8 @@ Mistral) exactly as `load_dataset` returns it:
   list of tool definitions in OpenAI form, to pass as `tools=` to `apply_chat_template`.
 
 `preset_rows` gives rows in one full form (messages `{role, content, name, tool_call_id, tool_calls}`); `config_of`
-says which config a row belongs to and `to_table` shapes it for that config.
+says which config a row belongs to and `to_table` shapes it for that config (`shape_row`). Shards written before
+0.2.0 (one five-field message struct, tools in the same config) are rewritten into these configs by `upgrade.py`.
 """
 
 from __future__ import annotations
