@@ -1,3 +1,3 @@
 """hub-langsmith-bridge: moves eval results from the Hugging Face Hub to LangSmith and traced runs back."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

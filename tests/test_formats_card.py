@@ -34,6 +34,14 @@ def test_card_header_has_one_config_per_preset():
     assert {"langsmith", "sft", "dpo", "kto"} <= set(meta["tags"])
 
 
+def test_tool_configs_are_listed_and_documented():
+    card = render_card("acme/support-traces", ["sft_tools", "kto", "kto_tools"], RULES, "0.1.0")
+    assert [c["config_name"] for c in header(card)["configs"]] == ["runs", "sft_tools", "kto", "kto_tools"]
+    assert "tool-calling" in header(card)["tags"]
+    assert "### `sft_tools`" in card and "`tool_calls`, `tool_call_id`, `name` where set" in card
+    assert "list of messages (`role`, `content`)" in card  # kto: plain messages
+
+
 def test_runs_is_always_a_config():
     meta = header(render_card("acme/traces", [], [], "0.1.0"))
     assert [c["config_name"] for c in meta["configs"]] == ["runs"]

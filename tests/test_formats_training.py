@@ -17,8 +17,11 @@ from bridge.formats.training import (
     SCHEMAS,
     SKIP_REASONS,
     TRAINING_PRESETS,
+    CONFIGS,
     collect_rows,
+    config_of,
     preset_rows,
+    split_configs,
     to_parquet_bytes,
     to_table,
 )
@@ -229,8 +232,8 @@ def test_preset_rows(preset, run, feedback, expected):
         assert reason in SKIP_REASONS
     else:
         assert reason is None
-        assert rows == [{**({"tools": None} if preset == "sft" else {}), **expected, "run_id": RUN_ID}]
-        to_table(preset, rows)  # every produced row fits the preset's schema
+        assert rows == [{"tools": None, **expected, "run_id": RUN_ID}]
+        to_table(config_of(preset, rows[0]), rows)  # every produced row fits its config's schema
 
 
 def test_positive_threshold_is_a_parameter():
@@ -275,30 +278,59 @@ def test_skip_reasons_are_counted_per_preset_and_runs_matched_by_id():
 
 
 FULL_ROWS = {
-    "sft": {"messages": [SYSTEM, user("2+2?"), assistant("", tool_calls=[CALC_CALL]),
-                         {"role": "tool", "content": "4", "tool_call_id": "call_1", "name": "calc"}, assistant("4")],
-            "tools": "[]", "run_id": RUN_ID},
+    "sft": {"messages": [SYSTEM, user("2+2?"), assistant("4")], "run_id": RUN_ID},
     "preference": {"prompt": PROMPT, "chosen": [assistant("4")], "rejected": [assistant("5")], "run_id": RUN_ID},
     "kto": {"prompt": PROMPT, "completion": [assistant("5")], "label": False, "run_id": RUN_ID},
 }
+TOOL_TURNS = [SYSTEM, user("2+2?"), assistant("", tool_calls=[CALC_CALL]),
+              {"role": "tool", "content": "4", "tool_call_id": "call_1", "name": "calc"}]
+TOOL_ROWS = {
+    "sft_tools": {"messages": [*TOOL_TURNS, assistant("4")], "tools": "[]", "run_id": RUN_ID},
+    "preference_tools": {"prompt": TOOL_TURNS, "chosen": [assistant("4")], "rejected": [assistant("5")],
+                         "tools": None, "run_id": RUN_ID},
+    "kto_tools": {"prompt": TOOL_TURNS, "completion": [assistant("5")], "label": True, "tools": None,
+                  "run_id": RUN_ID},
+}
+TRAINING_CONFIGS = [c for c in CONFIGS if c != "runs"]
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS)
+def test_config_schema_identical_for_null_and_full_batches(config):
+    full_row = FULL_ROWS.get(config) or TOOL_ROWS[config]
+    nulls = to_table(config, [{"run_id": RUN_ID}])
+    full = to_table(config, [full_row])
+    assert nulls.schema.equals(SCHEMAS[config]) and full.schema.equals(SCHEMAS[config])
+    assert to_table(config, []).schema.equals(SCHEMAS[config])
 
 
 @pytest.mark.parametrize("preset", TRAINING_PRESETS)
-def test_preset_schema_identical_for_null_and_full_batches(preset):
-    nulls = to_table(preset, [{"run_id": RUN_ID}])
-    full = to_table(preset, [FULL_ROWS[preset]])
-    assert nulls.schema.equals(SCHEMAS[preset]) and full.schema.equals(SCHEMAS[preset])
-    assert to_table(preset, []).schema.equals(SCHEMAS[preset])
-
-
-@pytest.mark.parametrize("preset", TRAINING_PRESETS)
-def test_preset_parquet_round_trip(preset):
+def test_plain_rows_round_trip_as_role_and_content(preset):
     back = pq.read_table(io.BytesIO(to_parquet_bytes(to_table(preset, [FULL_ROWS[preset]]))))
     assert back.schema.equals(SCHEMAS[preset])
+    assert back.to_pylist()[0] == FULL_ROWS[preset]  # no null tool fields on any message
+
+
+@pytest.mark.parametrize("config", list(TOOL_ROWS))
+def test_tool_rows_keep_only_the_keys_each_message_has(config):
+    preset = config.removesuffix("_tools")
+    assert config_of(preset, TOOL_ROWS[config]) == config and config_of(preset, FULL_ROWS[preset]) == preset
+    back = pq.read_table(io.BytesIO(to_parquet_bytes(to_table(config, [TOOL_ROWS[config]]))))
+    assert back.schema.equals(SCHEMAS[config])
     row = back.to_pylist()[0]
-    # Arrow fills absent message fields with null; dropping them gives back the row.
-    clean = json.loads(json.dumps(row), object_hook=lambda d: {k: v for k, v in d.items() if v is not None})
-    assert clean == FULL_ROWS[preset]
+    messages = [json.loads(m) for m in row[next(iter(row))]]  # arrow.json values read back as JSON text
+    assert messages[0] == {"role": "system", "content": "Be terse."}
+    call = messages[2]["tool_calls"][0]
+    assert call["function"]["arguments"] == json.loads(CALC_CALL["function"]["arguments"])
+    assert call["id"] == messages[3]["tool_call_id"] and len(call["id"]) == 9 and call["id"].isalnum()
+    # shaping is idempotent: rows read back and written again give the same table
+    again = to_table(config, [{**TOOL_ROWS[config], row_key: row[row_key]} for row_key in [next(iter(row))]])
+    assert again.column(0).to_pylist() == back.column(0).to_pylist()
+
+
+def test_split_configs_keeps_both_configs_of_a_preset():
+    split = split_configs("kto", [FULL_ROWS["kto"], TOOL_ROWS["kto_tools"]])
+    assert {k: len(v) for k, v in split.items()} == {"kto": 1, "kto_tools": 1}
+    assert split_configs("runs", [{"run_id": RUN_ID}]) == {"runs": [{"run_id": RUN_ID}]}
 
 
 def test_to_table_checks_rows():

@@ -199,3 +199,35 @@ def test_pending_rewrites_keep_the_bridge_busy_until_committed(hub, smith, make_
     [flush] = run_jobs(runtime)
     assert flush.result["runs_rewritten"] == 1 and runtime.ledger.total_pending() == 0
     assert by_run(hub, "runs")[ids[0]]["feedback"][0]["score"] == 1.0
+
+
+def test_training_shards_of_an_older_bridge_are_upgraded_in_place(hub, smith, make_bridge, tmp_path):
+    """A repo written before 0.2.0: five-field message structs in `sft` and no `updated_at` in `runs`. The first
+    commit of a new bridge rewrites that shard group in today's format, so the `sft` config loads as one schema and
+    its rows hold plain role/content messages."""
+    from test_formats_upgrade import OLD_SCHEMAS
+
+    first = make_bridge(config(presets="[runs, sft]"), state=tmp_path / "old")
+    ids = seed(smith, 2, feedback=False)
+    for rid in ids:
+        smith.add_feedback(rid, "user_score", score=1)
+    export(first, smith, ids[:1])
+    old_files = {}
+    for path in shards(hub, "runs") + shards(hub, "sft"):
+        table = pq.read_table(io.BytesIO(hub.read_file(REPO, path)))
+        if path.startswith("runs/"):
+            table = table.drop_columns(["updated_at"])
+        else:
+            table = pa.Table.from_pylist(table.to_pylist(), schema=OLD_SCHEMAS["sft"])
+        old_files[path] = io.BytesIO()
+        pq.write_table(table, old_files[path])
+    first.hub.commit(REPO, {p: b.getvalue() for p, b in old_files.items()}, "an older bridge wrote these", None)
+
+    runtime = make_bridge(config(presets="[runs, sft]"), state=tmp_path / "new")
+    [_, flush] = export(runtime, smith, ids[1:])
+    assert flush.result["shards_rewritten"] == 1 and not set(old_files) & set(shards(hub) + shards(hub, "sft"))
+    sft_schemas = {pq.read_schema(io.BytesIO(hub.read_file(REPO, p))) for p in shards(hub, "sft")}
+    assert len(sft_schemas) == 1 and len(shards(hub, "sft")) == 2
+    rows = by_run(hub, "sft")
+    assert set(rows) == set(ids) and all(set(m) == {"role", "content"} for r in rows.values() for m in r["messages"])
+    assert set(by_run(hub, "runs")) == set(ids)

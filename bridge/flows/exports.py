@@ -29,8 +29,11 @@ from ..errors import FormatError, UpstreamError
 from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.run_text import feedback_preview
-from ..formats.runs import feedback_entry, feedback_fingerprint, feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
-from ..formats.training import PRESETS, SCHEMAS, preset_rows, to_parquet_bytes, to_table
+from ..formats.runs import (feedback_entry, feedback_fingerprint, feedback_page_url, group_feedback,
+                            offloaded_payload_urls, run_row, run_web_url)
+from ..formats.training import (CONFIGS, SCHEMAS, TRAINING_PRESETS, preset_rows, split_configs, to_parquet_bytes,
+                               to_table)
+from ..formats.upgrade import is_old_format, upgrade_rows
 from ..ledger import decode_rows, iso_time
 from ..settings import ExportTarget
 from ..objects import ObjectRefused
@@ -313,7 +316,7 @@ def sync_repo(runtime: Any, repo: str) -> str | None:
     if head is None or head == state.head:
         return head
     top = set(hub.list_paths(repo, head, None, recursive=False))
-    presets = {p for p in PRESETS if p in top}
+    presets = {p for p in CONFIGS if p in top}
     listed = [path for preset in sorted(presets) for path in hub.list_paths(repo, head, preset)
               if path.endswith(".parquet")]
     ledger.learn_paths(repo, listed)
@@ -333,15 +336,16 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     files = {}
     for preset in target.presets:
         preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]
-        if preset_rows_ or preset == "runs":
-            files[shard_path(preset, when, sid)] = to_parquet_bytes(to_table(preset, preset_rows_))
+        # A training preset's rows go to two configs: runs without tools and runs with them (training.py says why).
+        for config, config_rows in split_configs(preset, preset_rows_).items():
+            if config_rows or config == "runs":
+                files[shard_path(config, when, sid)] = to_parquet_bytes(to_table(config, config_rows))
     return files
 
 
 def build_card(target: ExportTarget, rule_ids: list[str], presets: set[str]) -> str:
     """The dataset card lists a config only for presets that have a shard, so every config loads."""
-    return render_card(target.repo, [p for p in target.presets if p in presets] +
-                       sorted(presets - set(target.presets)), rule_ids, __version__,
+    return render_card(target.repo, sorted(presets), rule_ids, __version__,
                        positive_threshold=target.positive_threshold,
                        redaction=[r if isinstance(r, str) else "custom pattern" for r in target.redact])
 
@@ -358,39 +362,55 @@ class Rewritten:
     applied: list[Any]  # the pending rewrites it applied
 
 
-def stored_rows(preset: str, table: Any) -> dict[str, list[dict]]:
-    """A shard's rows as the current format has them: columns added since are null."""
-    return {preset: table.to_pylist()}
+def stored_rows(tables: dict[str, Any]) -> dict[str, list[dict]]:
+    """A shard group's rows by config, in the current format: columns added since are null, and training shards
+    written before the chat-template message shapes are upgraded (`formats.upgrade`; an old `sft` shard names the
+    tools each run was offered, which old `preference` and `kto` shards do not)."""
+    old_sft = tables.get("sft")
+    tools = ({r["run_id"]: r.get("tools") for r in old_sft.to_pylist()}
+             if old_sft is not None and is_old_format(old_sft.schema) else None)
+    out: dict[str, list[dict]] = {}
+    for config, table in tables.items():
+        if config in TRAINING_PRESETS and is_old_format(table.schema):
+            for new_config, rows in upgrade_rows(config, table.to_pylist(), tools).items():
+                out.setdefault(new_config, []).extend(rows)
+        else:
+            out.setdefault(config, []).extend(table.to_pylist())
+    return out
+
+
+def by_config(per_preset: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """A run's rows by preset -> by config (a training preset's rows go to its plain or its `_tools` config)."""
+    return {config: rows for preset, preset_rows_ in per_preset.items()
+            for config, rows in split_configs(preset, preset_rows_).items()}
 
 
 def rewrite_group(runtime: Any, repo: str, head: str, runs_path: str, updates: list[Any],
                   now: datetime) -> Rewritten:
     """The group of shards `runs_path` leads, written again: rows of runs with a pending rewrite replaced by their
-    new rows in every preset the rewrite maps (a run may leave `sft` or join `preference`), the other rows as they
-    were, in the current format. `exported_at` stays the first export; `updated_at` is now. A preset shard left
-    empty is dropped, unless it is the preset's last one (its config must keep loading)."""
+    new rows in every config the rewrite maps (a run may leave `sft` or join `preference`), the other rows as they
+    were, in the current format. `exported_at` stays the first export; `updated_at` is now. A config's shard left
+    empty is dropped, unless it is the config's last one (the config must keep loading)."""
     old_paths = runtime.ledger.group_paths(repo, runs_path)
-    by_preset: dict[str, list[dict]] = {}
-    for path in old_paths:
-        table = pq.read_table(io.BytesIO(runtime.hub.read_bytes(repo, "dataset", head, path)))
-        for preset, rows in stored_rows(path.split("/", 1)[0], table).items():
-            by_preset.setdefault(preset, []).extend(rows)
-    first_export = {row["run_id"]: row.get("exported_at") for row in by_preset.get("runs", [])}
+    tables = {path.split("/", 1)[0]: pq.read_table(io.BytesIO(runtime.hub.read_bytes(repo, "dataset", head, path)))
+              for path in old_paths}
+    rows = stored_rows(tables)
+    first_export = {row["run_id"]: row.get("exported_at") for row in rows.get("runs", [])}
     applied = [u for u in updates if u["run_id"] in first_export]  # the others are not in this shard any more
-    changed = {u["run_id"]: decode_rows(u["rows"]) for u in applied}
-    for preset in {p for per_run in changed.values() for p in per_run}:
-        kept = [row for row in by_preset.get(preset, []) if row["run_id"] not in changed]
-        fresh = [row for per_run in changed.values() for row in per_run.get(preset, [])]
-        if preset == "runs":
+    changed = {u["run_id"]: by_config(decode_rows(u["rows"])) for u in applied}
+    for config in {c for per_run in changed.values() for c in per_run}:
+        kept = [row for row in rows.get(config, []) if row["run_id"] not in changed]
+        fresh = [row for per_run in changed.values() for row in per_run.get(config, [])]
+        if config == "runs":
             fresh = [{**row, "exported_at": first_export[row["run_id"]] or row.get("exported_at"),
                       "updated_at": now} for row in fresh]
-        by_preset[preset] = kept + fresh
-    run_ids = [row["run_id"] for row in by_preset["runs"]]
+        rows[config] = kept + fresh
+    run_ids = [row["run_id"] for row in rows["runs"]]
     sid = shard_id([*run_ids, now.isoformat()])  # never the old name, even on the same day
     counts = runtime.ledger.preset_shard_counts(repo)
-    had = {path.split("/", 1)[0] for path in old_paths}
-    files = {shard_path(preset, now, sid): to_parquet_bytes(to_table(preset, rows))
-             for preset, rows in by_preset.items() if rows or (preset in had and counts.get(preset, 0) <= 1)}
+    files = {shard_path(config, now, sid): to_parquet_bytes(to_table(config, config_rows))
+             for config, config_rows in rows.items()
+             if config_rows or (config in tables and counts.get(config, 0) <= 1)}
     return Rewritten(files, old_paths, shard_path("runs", now, sid), run_ids, applied)
 
 

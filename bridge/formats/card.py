@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import yaml
 
-from bridge.formats.training import PRESETS, SCHEMAS
+from bridge.formats.training import CONFIGS, SCHEMAS
 
 _SHARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SPLIT = "train"
@@ -26,8 +26,11 @@ PRESET_PURPOSE = {
                   "(TRL DPO/ORPO/CPO/reward)",
     "kto": "prompt, the model's completion and a thumbs up/down `label` (TRL KTO/BCO)",
 }
+_TOOLS_PURPOSE = " Runs with tools: messages keep their tool calls and results, `tools` lists the tool definitions."
+PRESET_PURPOSE |= {f"{p}_tools": PRESET_PURPOSE[p] + _TOOLS_PURPOSE for p in ("sft", "preference", "kto")}
 
 PRESET_TAGS = {"runs": ["traces"], "sft": ["sft"], "preference": ["dpo", "preference"], "kto": ["kto"]}
+PRESET_TAGS |= {f"{p}_tools": [*PRESET_TAGS[p], "tool-calling"] for p in ("sft", "preference", "kto")}
 
 COLUMN_MEANING = {
     "run_id": "LangSmith run id (UUID); unique per run",
@@ -60,9 +63,8 @@ COLUMN_MEANING = {
     "run_url": "link to the run in LangSmith",
     "exported_at": "when the bridge first wrote the row (UTC)",
     "updated_at": "when the bridge last rewrote the row because the run's feedback changed (UTC; empty: never)",
-    "messages": "the conversation: `role`, `content`, `name`, `tool_call_id`, `tool_calls` (arguments as JSON "
-                "strings)",
-    "tools": "tools offered to the model, as a JSON string (`json.loads` it before applying a chat template)",
+    "messages": "the conversation (messages)",
+    "tools": "tool definitions offered to the model (OpenAI form): pass them as `tools=` to the chat template",
     "prompt": "the conversation up to the assistant's turn (messages)",
     "chosen": "the human correction (messages)",
     "rejected": "the model's original output (messages)",
@@ -70,13 +72,13 @@ COLUMN_MEANING = {
     "label": "true for a thumbs up, false for a thumbs down",
 }
 
-_JSON_COLUMNS = {"inputs", "outputs", "metadata", "tools"}
+_JSON_COLUMNS = {"inputs", "outputs", "metadata"}
 
 
 def shard_path(preset: str, when: datetime, shard_id: str) -> str:
     """`<preset>/<yyyy>/<mm>/<dd>/<shard-id>.parquet`, dated in UTC (a naive `when` is UTC)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    if preset not in CONFIGS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(CONFIGS)}")
     if not _SHARD_ID.match(shard_id):
         raise ValueError(f"shard id {shard_id!r} must be letters, digits, '.', '_' or '-' (no path separators)")
     when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
@@ -89,10 +91,10 @@ def data_glob(preset: str) -> str:
 
 def _ordered_presets(presets: Iterable[str]) -> list[str]:
     wanted = {"runs", *presets}
-    unknown = wanted - set(PRESETS)
+    unknown = wanted - set(CONFIGS)
     if unknown:
-        raise ValueError(f"unknown presets {sorted(unknown)}: expected {', '.join(PRESETS)}")
-    return [p for p in PRESETS if p in wanted]
+        raise ValueError(f"unknown presets {sorted(unknown)}: expected {', '.join(CONFIGS)}")
+    return [p for p in CONFIGS if p in wanted]
 
 
 def _header(repo_id: str, presets: list[str], license: str | None) -> str:
@@ -122,7 +124,10 @@ def _type_name(field: pa.Field) -> str:
     if pa.types.is_list(kind):
         item = kind.value_type
         if pa.types.is_struct(item) and "role" in item.names:
-            return "list of messages"
+            return "list of messages (`role`, `content`)"
+        if isinstance(item, pa.JsonType):
+            return "list of JSON objects" if field.name == "tools" else \
+                "list of messages (JSON objects: `role`, `content`, and `tool_calls`, `tool_call_id`, `name` where set)"
         return "list of struct" if pa.types.is_struct(item) else f"list of {item}"
     return {"bool": "bool", "double": "float64"}.get(str(kind), str(kind))
 
@@ -163,14 +168,19 @@ def render_card(repo_id: str, presets: Iterable[str], rule_ids: Iterable[str], b
         f"---\n{_header(repo_id, ordered, license)}---",
         f"# {repo_id}",
         "Runs and feedback exported from [LangSmith](https://smith.langchain.com) by hub-langsmith-bridge. "
-        "Rows are appended in parquet shards as LangSmith automation rules send runs; existing shards are never "
-        "rewritten.",
+        "Rows are appended in parquet shards as LangSmith automation rules send runs. When a run's feedback changes "
+        "later, the shard holding it is replaced by one with its updated rows (`updated_at` says when), so each run "
+        "appears once per configuration with its current feedback.",
         "## Configurations",
         "\n".join(["| config | rows |", "|---|---|"] + [f"| `{p}` | {PRESET_PURPOSE[p]} |" for p in ordered]),
         "## Loading",
         _load_snippet(repo_id, ordered),
         "Training configs follow TRL's conversational formats; every row keeps the `run_id` it came from (TRL "
-        "ignores extra columns).",
+        "ignores extra columns). Rows render through chat templates as loaded: runs without tools hold plain "
+        "`role`/`content` messages; runs with tools are in the `*_tools` configs, whose messages carry only the "
+        "keys they have (tool call arguments as objects, call ids of 9 letters and digits) and need `datasets` "
+        "4.7 or later (its `Json` feature type). Apply a template with "
+        "`tokenizer.apply_chat_template(row[\"messages\"], tools=row.get(\"tools\"))`.",
         "## Columns",
     ]
     for preset in ordered:

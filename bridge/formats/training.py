@@ -1,6 +1,6 @@
 """Training presets built from LangSmith runs + feedback, in TRL's conversational formats, and their Arrow tables.
 
-- `sft`:        `{"messages", "tools"}`: the run's conversation plus an assistant turn, which is the human
+- `sft`:        `{"messages"}` (+ `tools` with tools): the run's conversation plus an assistant turn, which is the human
                 correction when there is one, else the model's own output when every considered feedback score is
                 at least `positive_threshold`.
 - `preference`: `{"prompt", "chosen", "rejected"}`: runs with a correction (chosen = correction, rejected = output).
@@ -10,14 +10,31 @@ Every training row also keeps `run_id` as a column: exactly-once bookkeeping nee
 ignores columns it does not use. A run a preset cannot use is left out of that preset with a reason
 (`SKIP_REASONS`); it is still in `runs`.
 
-Messages use one fixed struct (`MESSAGE_TYPE`) so every shard has the same schema: `role`, `content` (text; parts
-joined, non-text parts such as images dropped), `name`, `tool_call_id` and `tool_calls` in OpenAI form with
-`arguments` as a JSON string. Fields a message does not have are null. `tools` is the tool list as a JSON string.
+Each preset is written as two configs, so that every row renders through real chat templates (Llama 3.1, Qwen 2.5,
+Mistral) exactly as `load_dataset` returns it:
+
+- `sft`, `preference`, `kto`: runs without tools. Messages are a struct of `role` and `content` only (text; parts
+  joined, non-text parts such as images dropped). A fixed struct with optional tool fields would not do: `datasets`
+  gives every message every field, `tool_calls: None` included, and Llama 3.1's template takes its tool-call branch
+  on `'tool_calls' in message` and fails on `None|length`.
+- `sft_tools`, `preference_tools`, `kto_tools`: runs that were offered tools or whose conversation holds tool calls or
+  tool results. Each message is one JSON object (`arrow.json`, read by `datasets` as `Json()`) with only the keys it
+  has: `tool_calls` as `[{id, type: "function", function: {name, arguments}}]` with `arguments` an object (templates
+  `tojson` it), `tool_call_id` on tool results. Call ids are shortened to 9 letters and digits (a hash of
+  LangSmith's id, the same in the call and its result) because Mistral's template accepts no other. `tools` is the
+  list of tool definitions in OpenAI form, to pass as `tools=` to `apply_chat_template`.
+
+`preset_rows` gives rows in one full form (messages `{role, content, name, tool_call_id, tool_calls}`); `config_of`
+says which config a row belongs to and `to_table` shapes it for that config (`shape_row`). Shards written before
+0.2.0 (one five-field message struct, tools in the same config) are rewritten into these configs by `upgrade.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -50,33 +67,32 @@ SKIP_REASONS = (
     "run_error",                  # sft: the run failed and no correction replaces its output
 )
 
-TOOL_CALL_TYPE = pa.struct([
-    ("id", pa.string()),
-    ("type", pa.string()),
-    ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
-])
-
-MESSAGE_TYPE = pa.struct([
-    ("role", pa.string()),
-    ("content", pa.string()),
-    ("name", pa.string()),
-    ("tool_call_id", pa.string()),
-    ("tool_calls", pa.list_(TOOL_CALL_TYPE)),
-])
-
-MESSAGES = pa.list_(MESSAGE_TYPE)
+PLAIN_MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+PLAIN_MESSAGES = pa.list_(PLAIN_MESSAGE_TYPE)
+# One JSON object per message (Arrow's canonical `arrow.json` extension type, which `datasets` reads as `Json()`):
+# each message keeps exactly the keys it has, so `'tool_calls' in message` is true only where there are calls.
+JSON_ITEMS = pa.list_(pa.json_())
 _RUN_ID = pa.field("run_id", pa.string(), nullable=False)
+_TOOLS = pa.field("tools", JSON_ITEMS)
+_COLUMNS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
+_EXTRA = {"kto": [pa.field("label", pa.bool_())]}
+TOOL_CONFIGS = {preset: f"{preset}_tools" for preset in TRAINING_PRESETS}
+# Every config a repo can have, in card order: each training preset splits into runs without tools and with them.
+CONFIGS = ("runs", *[c for p in TRAINING_PRESETS for c in (p, TOOL_CONFIGS[p])])
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "runs": RUNS_SCHEMA,
-    "sft": pa.schema([pa.field("messages", MESSAGES), pa.field("tools", pa.string()), _RUN_ID]),
-    "preference": pa.schema([
-        pa.field("prompt", MESSAGES), pa.field("chosen", MESSAGES), pa.field("rejected", MESSAGES), _RUN_ID,
-    ]),
-    "kto": pa.schema([
-        pa.field("prompt", MESSAGES), pa.field("completion", MESSAGES), pa.field("label", pa.bool_()), _RUN_ID,
-    ]),
-}
+
+def _training_schema(preset: str, tools: bool) -> pa.Schema:
+    kind = JSON_ITEMS if tools else PLAIN_MESSAGES
+    fields = [pa.field(name, kind) for name in _COLUMNS[preset]] + _EXTRA.get(preset, [])
+    return pa.schema([*fields, *([_TOOLS] if tools else []), _RUN_ID])
+
+
+SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA}
+for _preset in TRAINING_PRESETS:
+    SCHEMAS[_preset] = _training_schema(_preset, tools=False)
+    SCHEMAS[TOOL_CONFIGS[_preset]] = _training_schema(_preset, tools=True)
+_PRESET_OF = {**{p: p for p in TRAINING_PRESETS}, **{c: p for p, c in TOOL_CONFIGS.items()}}
+
 
 def _considered(feedback: Iterable[dict], keys: Collection[str] | None) -> list[dict]:
     items = sorted_feedback(feedback)
@@ -161,7 +177,8 @@ def _preference(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
         return None, "no_output"
     if same_messages(chosen, rejected):
         return None, "correction_same_as_output"
-    return {"prompt": item.prompt, "chosen": chosen, "rejected": rejected, "run_id": item.run_id}, None
+    return {"prompt": item.prompt, "chosen": chosen, "rejected": rejected, "tools": _tools(item.run),
+            "run_id": item.run_id}, None
 
 
 def _kto(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
@@ -175,7 +192,8 @@ def _kto(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
     completion = item.output()
     if not completion:
         return None, "no_output"
-    return {"prompt": item.prompt, "completion": completion, "label": labels.pop(), "run_id": item.run_id}, None
+    return {"prompt": item.prompt, "completion": completion, "label": labels.pop(), "tools": _tools(item.run),
+            "run_id": item.run_id}, None
 
 
 _BUILDERS = {"sft": _sft, "preference": _preference, "kto": _kto}
@@ -220,6 +238,105 @@ def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: M
     return rows, skipped
 
 
+# --- configs: runs without tools, runs with them ---------------------------------------------------------------
+
+def uses_tools(row: Mapping) -> bool:
+    """The run was offered tools, or its conversation holds a tool call or a tool result."""
+    if row.get("tools") not in (None, "", "[]", []):
+        return True
+    return any(m.get("tool_calls") or m.get("role") == "tool" or m.get("tool_call_id")
+               for column in ("messages", "prompt", "chosen", "rejected", "completion")
+               for m in row.get(column) or [] if isinstance(m, Mapping))
+
+
+def config_of(preset: str, row: Mapping) -> str:
+    """The config (and folder) a row of `preset` goes to: `<preset>_tools` for runs with tools."""
+    return TOOL_CONFIGS[preset] if preset in TOOL_CONFIGS and uses_tools(row) else preset
+
+
+def split_configs(preset: str, rows: Iterable[Mapping]) -> dict[str, list[Mapping]]:
+    """`rows` of one preset by config, both configs of a training preset present (each may be empty)."""
+    out: dict[str, list[Mapping]] = {preset: []} | ({TOOL_CONFIGS[preset]: []} if preset in TOOL_CONFIGS else {})
+    for row in rows:
+        out[config_of(preset, row)].append(row)
+    return out
+
+
+_SHORT_ID = re.compile(r"[A-Za-z0-9]{9}")
+
+
+def short_call_id(call_id: Any) -> str | None:
+    """9 letters and digits for a tool call id (Mistral's templates accept nothing else); stable, so a call and its
+    result still match. An id already in that form is kept."""
+    if call_id in (None, ""):
+        return None
+    text = str(call_id)
+    return text if _SHORT_ID.fullmatch(text) else hashlib.sha256(text.encode()).hexdigest()[:9]
+
+
+def _arguments_object(arguments: Any) -> Any:
+    """Tool call arguments as the object templates `tojson`; text that is not a JSON object stays text."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            return arguments
+        return parsed if isinstance(parsed, dict) else arguments
+    return arguments
+
+
+def _template_call(call: Mapping) -> dict:
+    function = call.get("function") or {}
+    out: dict[str, Any] = {"type": "function", "function": {"name": function.get("name"),
+                                                             "arguments": _arguments_object(function.get("arguments"))}}
+    call_id = short_call_id(call.get("id"))
+    return {"id": call_id, **out} if call_id else out
+
+
+def template_message(message: Mapping) -> dict:
+    """A message with only the keys it has, in the form chat templates read."""
+    out: dict[str, Any] = {"role": message.get("role"), "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        out["tool_calls"] = [_template_call(c) for c in message["tool_calls"]]
+    if message.get("tool_call_id"):
+        out["tool_call_id"] = short_call_id(message["tool_call_id"])
+    if message.get("name"):
+        out["name"] = message["name"]
+    return out
+
+
+def template_tools(tools: Any) -> list[dict]:
+    """Tool definitions in OpenAI form (`{type: function, function: {...}}`); legacy `functions` are wrapped."""
+    items = json.loads(tools) if isinstance(tools, str) and tools else tools or []
+    return [t if isinstance(t, Mapping) and "function" in t else {"type": "function", "function": t}
+            for t in items if isinstance(t, Mapping)]
+
+
+def shape_row(config: str, row: Mapping) -> dict:
+    """A row of a training config in that config's form (idempotent: shaped rows come out the same)."""
+    preset = _PRESET_OF[config]
+    tools = config != preset
+    out = {k: v for k, v in row.items() if k != "tools"}
+    for column in _COLUMNS[preset]:
+        messages = row.get(column)
+        if messages is not None:
+            out[column] = ([json.dumps(template_message(m), ensure_ascii=False) for m in _loaded(messages)] if tools
+                           else [{"role": m.get("role"), "content": m.get("content")} for m in messages])
+    if tools:
+        out["tools"] = [json.dumps(t, ensure_ascii=False) for t in template_tools(_loaded_tools(row.get("tools")))]
+    return out
+
+
+def _loaded(messages: list) -> list[Mapping]:
+    return [json.loads(m) if isinstance(m, str) else m for m in messages]
+
+
+def _loaded_tools(tools: Any) -> Any:
+    if isinstance(tools, list):
+        return [json.loads(t) if isinstance(t, str) else t for t in tools]
+    return tools
+
+
 # --- Arrow / parquet -------------------------------------------------------------------------------------------
 
 _ROW_GROUP_BYTES = 64 * 1024 * 1024  # the Hub's viewer wants row groups well under ~100-300 MB
@@ -233,8 +350,10 @@ def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
     """
     schema = SCHEMAS.get(preset)
     if schema is None:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(CONFIGS)}")
     rows = list(rows)
+    if preset in _PRESET_OF:
+        rows = [shape_row(preset, row) for row in rows]
     names = set(schema.names)
     required = [field.name for field in schema if not field.nullable]
     for index, row in enumerate(rows):
@@ -245,11 +364,21 @@ def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
         if missing:  # from_pylist would accept the null and the parquet writer fail later
             raise ValueError(f"{preset} row {index}: {', '.join(missing)} must not be null")
     rows = _timestamps_parsed(rows, schema)
+    storage = _storage_schema(schema)
     try:
-        return pa.Table.from_pylist(rows, schema=schema)
+        table = pa.Table.from_pylist(rows, schema=storage)
     except UnicodeEncodeError:
         # Streamed tokens can end in half an emoji (a lone surrogate), which UTF-8 cannot hold.
-        return pa.Table.from_pylist(_without_surrogates(rows), schema=schema)
+        table = pa.Table.from_pylist(_without_surrogates(rows), schema=storage)
+    return table if storage is schema else table.cast(schema)
+
+
+def _storage_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with JSON columns as the text they are built from (pyarrow builds no extension type from Python)."""
+    if not any(f.type == JSON_ITEMS for f in schema):
+        return schema
+    return pa.schema([pa.field(f.name, pa.list_(pa.string()), f.nullable) if f.type == JSON_ITEMS else f
+                      for f in schema])
 
 
 def _has_timestamp(kind: pa.DataType) -> bool:
