@@ -80,25 +80,57 @@ class Ledger:
         return found
 
     def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
-               fingerprints: dict[str, str] | None = None) -> int:
-        """Buffers the rows of runs the repo does not hold yet; returns how many were new. The check and the insert
-        are one statement in one transaction: a flush that commits a run meanwhile cannot be overtaken.
-        `fingerprints` (run id -> `feedback_fingerprint`) say which feedback the rows were mapped from."""
+               fingerprints: dict[str, str] | None = None, read_at: float | None = None) -> int:
+        """Buffers the rows of runs the repo does not hold yet; returns how many were new. `fingerprints` (run id ->
+        `feedback_fingerprint`) say which feedback the rows were mapped from, listed at `read_at`.
+
+        The check and the write are one transaction: a run a flush committed meanwhile is not buffered again (its
+        row becomes a rewrite if its feedback differs). A run another export buffered meanwhile keeps the row
+        mapped from the feedback read last."""
+        return self._put(repo, rows, job_id, fingerprints, read_at)[0]
+
+    def refresh(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
+                fingerprints: dict[str, str] | None = None, read_at: float | None = None) -> int:
+        """Newer rows for runs the repo holds or has buffered (their feedback changed); returns how many were taken.
+        A run still buffered gets its buffered row replaced; an exported one gets a pending rewrite that the next
+        flush applies to the shard holding it. A row mapped from the same feedback, or from feedback read before the
+        row already kept, changes nothing (an export that was slow must not bring older feedback back)."""
+        return sum(self._put(repo, rows, job_id, fingerprints, read_at))
+
+    def _put(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
+             fingerprints: dict[str, str] | None, read_at: float | None) -> tuple[int, int]:
         now, prints = self.store.clock(), fingerprints or {}
-        encoded = [(rid, json.dumps(r, default=str), iso_time(end)) for rid, r, end in rows]
+        at = now if read_at is None else read_at
+        new = updated = 0
         with self.db.tx() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
-                " feedback_hash) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
-                " (SELECT 1 FROM exported WHERE repo = ? AND run_id = ?)",
-                [(repo, rid, text, end, job_id, now, len(text), prints.get(rid), repo, rid)
-                 for rid, text, end in encoded])
-            return conn.total_changes - before
+            for rid, per_preset, end in rows:
+                exported = conn.execute("SELECT feedback_hash, feedback_at FROM exported WHERE repo = ? AND "
+                                        "run_id = ?", (repo, rid)).fetchone()
+                table = "export_updates" if exported else "export_buffer"
+                kept = conn.execute(f"SELECT feedback_hash, feedback_at FROM {table} WHERE repo = ? AND run_id = ?",
+                                    (repo, rid)).fetchone() or exported
+                if kept is not None and (kept["feedback_hash"] == prints.get(rid) or (kept["feedback_at"] or 0) >= at):
+                    continue  # holds rows of the same feedback, or of feedback read later
+                text = json.dumps(per_preset, default=str)
+                # A new row id, so a flush that read the older row meanwhile can tell (see `record_commit`).
+                conn.execute(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", (repo, rid))
+                if exported:
+                    conn.execute("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, job_id,"
+                                 " created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (repo, rid, text, prints.get(rid), at, job_id, now, len(text)))
+                else:
+                    conn.execute("INSERT INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
+                                 " feedback_hash, feedback_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (repo, rid, text, iso_time(end), job_id, now, len(text), prints.get(rid), at))
+                if kept is None:
+                    new += 1
+                else:
+                    updated += 1
+        return new, updated
 
     def fingerprints(self, repo: str, run_ids: list[str]) -> dict[str, str | None]:
         """The runs of `run_ids` that `repo` holds or has buffered, with the fingerprint of the feedback their
-        newest row was mapped from (None: unknown, e.g. learned from the repo after a wiped state dir)."""
+        newest row was mapped from (None: unknown)."""
         found: dict[str, str | None] = {}
         with self.db.read() as conn:
             for part in _chunks(run_ids):
@@ -109,29 +141,6 @@ class Ledger:
                         f"SELECT run_id, feedback_hash FROM {table} WHERE repo = ? AND run_id IN ({marks})",
                         (repo, *part)))
         return found
-
-    def refresh(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
-                fingerprints: dict[str, str] | None = None) -> int:
-        """Newer rows for runs the repo holds or has buffered (their feedback changed). A run still buffered gets
-        its buffered row replaced; an exported one gets a pending rewrite (the newest wins) that the next flush
-        applies to the shard holding it. Both get a new row id, so a flush that read the older row meanwhile
-        can tell (see `record_commit`). Runs neither held nor buffered are buffered as new."""
-        now, fingerprints = self.store.clock(), fingerprints or {}
-        with self.db.tx() as conn:
-            for rid, per_preset, end in rows:
-                text = json.dumps(per_preset, default=str)
-                exported = conn.execute("SELECT 1 FROM exported WHERE repo = ? AND run_id = ?", (repo, rid)).fetchone()
-                table = "export_updates" if exported else "export_buffer"
-                conn.execute(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", (repo, rid))
-                if exported:
-                    conn.execute("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, job_id, created_at,"
-                                 " bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (repo, rid, text, fingerprints.get(rid), job_id, now, len(text)))
-                else:
-                    conn.execute("INSERT INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
-                                 " feedback_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (repo, rid, text, iso_time(end), job_id, now, len(text), fingerprints.get(rid)))
-        return len(rows)
 
     # ---- committing (flush jobs) ----
     def batch(self, repo: str, max_rows: int, max_bytes: int) -> Batch:
@@ -239,9 +248,10 @@ class Ledger:
         with self.db.tx() as conn:
             conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash) "
                              "VALUES (?, ?, ?, ?)", [(repo, rid, iso_time(end), fp) for rid, end, fp in entries])
-            conn.executemany("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, job_id, "
-                             "created_at, bytes) SELECT repo, run_id, rows, feedback_hash, job_id, created_at, bytes "
-                             "FROM export_buffer WHERE repo = ? AND run_id = ? AND feedback_hash IS NOT ?",
+            conn.executemany("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, "
+                             "job_id, created_at, bytes) SELECT repo, run_id, rows, feedback_hash, feedback_at, "
+                             "job_id, created_at, bytes FROM export_buffer WHERE repo = ? AND run_id = ? AND "
+                             "feedback_hash IS NOT ?",
                              [(repo, rid, fp) for rid, _, fp in entries])
             conn.executemany("DELETE FROM export_buffer WHERE repo = ? AND run_id = ?",
                              [(repo, rid) for rid, _, _ in entries])
@@ -283,13 +293,13 @@ class Ledger:
             conn.executemany("INSERT OR REPLACE INTO run_shards (repo, run_id, path) VALUES (?, ?, ?)",
                              [(repo, rid, path) for path, ids in (placed or {}).items() for rid in ids])
             self._upsert_repo(conn, repo, head, presets, card)
-            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash) "
-                             "VALUES (?, ?, ?, ?)",
-                             [(repo, r["run_id"], iso_time(r["end_time"]), r["feedback_hash"]) for r in rows])
+            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash, feedback_at) "
+                             "VALUES (?, ?, ?, ?, ?)", [(repo, r["run_id"], iso_time(r["end_time"]),
+                                                         r["feedback_hash"], r["feedback_at"]) for r in rows])
             conn.executemany("DELETE FROM export_buffer WHERE id = ?", [(r["id"],) for r in rows])
             self._keep_newer_rows(conn, repo, [r["run_id"] for r in rows])
-            conn.executemany("UPDATE exported SET feedback_hash = ? WHERE repo = ? AND run_id = ?",
-                             [(u["feedback_hash"], repo, u["run_id"]) for u in updates])
+            conn.executemany("UPDATE exported SET feedback_hash = ?, feedback_at = ? WHERE repo = ? AND run_id = ?",
+                             [(u["feedback_hash"], u["feedback_at"], repo, u["run_id"]) for u in updates])
             conn.executemany("DELETE FROM export_updates WHERE id = ?", [(u["id"],) for u in updates])
             self._remember_recent(conn, repo, rows, now)
             conn.executemany("UPDATE recent_runs SET row = ? WHERE repo = ? AND run_id = ?",
@@ -301,9 +311,9 @@ class Ledger:
         for part in _chunks(run_ids):
             marks = ",".join("?" * len(part))
             where = f"repo = ? AND run_id IN ({marks})"
-            conn.execute("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, job_id, "
-                         f"created_at, bytes) SELECT repo, run_id, rows, feedback_hash, job_id, created_at, bytes "
-                         f"FROM export_buffer WHERE {where}", (repo, *part))
+            conn.execute("INSERT OR REPLACE INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, "
+                         "job_id, created_at, bytes) SELECT repo, run_id, rows, feedback_hash, feedback_at, job_id, "
+                         f"created_at, bytes FROM export_buffer WHERE {where}", (repo, *part))
             conn.execute(f"DELETE FROM export_buffer WHERE {where}", (repo, *part))
 
     @staticmethod

@@ -185,7 +185,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS feedback_links_token ON feedback_links (token_
     """,
     # 8: late feedback (flows/exports.py). Which `runs` shard holds each run (its preset shards share the name), the
     # rewrites waiting for the next flush (rows of exported runs whose feedback changed), the feedback each exported
-    # or buffered row was mapped from (a fingerprint), shards written in an older format (rewritten by the next
+    # or buffered row was mapped from (a fingerprint) and when it was read, shards written in an older format (rewritten by the next
     # flush). Every shard path of a repo is now known, not only `runs` ones. Which shard held which run was never
     # recorded: the heads are forgotten, so the next flush of each repo lists it and reads every shard again.
     """
@@ -208,7 +208,10 @@ CREATE TABLE export_updates (
     UNIQUE (repo, run_id)
 );
 ALTER TABLE exported ADD COLUMN feedback_hash TEXT;
+ALTER TABLE exported ADD COLUMN feedback_at REAL;
 ALTER TABLE export_buffer ADD COLUMN feedback_hash TEXT;
+ALTER TABLE export_buffer ADD COLUMN feedback_at REAL;
+ALTER TABLE export_updates ADD COLUMN feedback_at REAL;
 ALTER TABLE repo_shards ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
 UPDATE export_repos SET head = NULL;
 DELETE FROM repo_shards;

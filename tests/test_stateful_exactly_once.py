@@ -1,12 +1,14 @@
 """Exactly once under random interleavings: a hypothesis state machine drives the real store, ledger and flows,
 with two real worker threads, against both emulators.
 
-Steps, in any order: rule deliveries with overlapping run sets, back-fills, reconciles (which back-fill too),
-replays of stored deliveries, upstream faults (5xx, 429, dropped connections, commits whose answer is lost after
+Steps, in any order: rule deliveries with overlapping run sets, feedback changed after export (a reviewer's later
+rating: the run's rows are rewritten when the bridge next sees the run), back-fills, reconciles (which back-fill
+too), replays of stored deliveries, upstream faults (5xx, 429, dropped connections, commits whose answer is lost after
 they landed, a commit refused because the head moved), abrupt stops (jobs left `running` as by a killed process,
 recovered at restart), restarts on a wiped state dir, and settles. After every settle the invariant holds: every
 run of every delivery answered 2xx (and every run a back-fill covered) is in the dataset exactly once per config,
-nothing is left buffered, and no job is waiting, running, failed or dead.
+with the feedback LangSmith holds now whenever a delivery came after the last change, nothing is left buffered or
+waiting to be rewritten, and no job is waiting, running, failed or dead.
 
 The default run is about a minute; BRIDGE_STATEFUL_EXAMPLES (and BRIDGE_STATEFUL_STEPS) run it longer.
 """
@@ -102,6 +104,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         self.pool = [self.seed(i, direct, offload=i % 3 == 0) for i in range(POOL)]
         self.backfilled = {self.seed(100 + i, self.project) for i in range(PROJECT_RUNS)}
         self.expected: set[str] = set()
+        self.dirty: set[str] = set()  # pool runs whose feedback changed since they were last delivered
         self.later = 0
         self.state = WORLD["tmp"] / f"state-{tag}"
         self.config = bridge_yaml(self.repo, self.project)
@@ -134,6 +137,25 @@ class ExactlyOnce(RuleBasedStateMachine):
         outcome, _ = deliver(self.runtime, self.smith.webhook_payload(RULE, ids))
         assert outcome in ("queued", "duplicate")  # answered 2xx: these runs must arrive
         self.expected.update(ids)
+        if outcome == "queued":  # a duplicate (same runs, same feedback stats as before) maps nothing again
+            self.dirty -= set(ids)
+        STATS["steps"] += 1
+
+    @rule(pick=st.integers(0, POOL - 1), score=st.sampled_from([0, 1, None]))
+    def change_feedback(self, pick: int, score: int | None) -> None:
+        """A reviewer rates a run later: a new score, a changed one, or the rating deleted."""
+        run_id = self.pool[pick]
+        mine = [f for f in self.smith.feedback_for(run_id) if f["key"] == "user_score"]
+        client = WORLD["client"]
+        if score is None:
+            for f in mine:
+                client.delete_feedback(f["id"])
+        elif mine:
+            client.update_feedback(mine[0]["id"], score=score)
+        else:
+            self.smith.add_feedback(run_id, "user_score", score=score)
+        self.dirty.add(run_id)
+        STATS["feedback_changes"] += 1
         STATS["steps"] += 1
 
     @rule()
@@ -207,7 +229,8 @@ class ExactlyOnce(RuleBasedStateMachine):
                 busy = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND "
                                     f"(kind NOT IN {PERIODIC} OR next_attempt_at <= ?))",
                                     (store.clock(),)).fetchone()[0]
-                buffered = conn.execute("SELECT COUNT(*) FROM export_buffer").fetchone()[0]
+                buffered = conn.execute("SELECT (SELECT COUNT(*) FROM export_buffer) + "
+                                        "(SELECT COUNT(*) FROM export_updates)").fetchone()[0]
             return not busy and not buffered
 
         wait_for(done, timeout=60, interval=0.02, what="every job to finish")
@@ -224,11 +247,23 @@ class ExactlyOnce(RuleBasedStateMachine):
         assert not missing and not unknown, (sorted(missing), sorted(unknown))
         kto = Counter(r["run_id"] for r in self.rows("kto"))
         assert all(n == 1 for n in kto.values()) and set(kto) <= self.expected | self.backfilled
+        self.check_feedback()
         bad = [(j.id, j.kind, j.state, j.last_error) for j in self.runtime.store.list(limit=1000)
                if j.state in ("failed", "dead")]
         assert bad == []
 
-    def rows(self, preset: str) -> list[dict]:
+    def check_feedback(self) -> None:
+        """Rows follow feedback: a pool run delivered after its last change holds LangSmith's feedback now, and its
+        `kto` row (a single 0/1 score) carries the matching label, or is absent without a score."""
+        rows = {r["run_id"]: r for r in self.rows("runs", ["run_id", "feedback"])}
+        kto = {r["run_id"]: r["label"] for r in self.rows("kto", ["run_id", "label"])}
+        for run_id in (set(self.pool) & set(rows)) - self.dirty:
+            now = sorted(f["score"] for f in self.smith.feedback_for(run_id) if f["key"] == "user_score")
+            held = sorted(f["score"] for f in rows[run_id]["feedback"] if f["key"] == "user_score")
+            assert held == now, (run_id, held, now)
+            assert kto.get(run_id) == (now[0] >= 1 if now else None), (run_id, kto.get(run_id), now)
+
+    def rows(self, preset: str, columns: list[str] | None = None) -> list[dict]:
         try:
             listed = self.hub.list_files(self.repo)
         except RepoNotFound:  # not created yet: nothing was committed
@@ -236,7 +271,8 @@ class ExactlyOnce(RuleBasedStateMachine):
         files = [p for p in listed if p.startswith(f"{preset}/") and p.endswith(".parquet")]
         out = []
         for path in files:
-            out += pq.read_table(io.BytesIO(self.hub.read_file(self.repo, path)), columns=["run_id"]).to_pylist()
+            out += pq.read_table(io.BytesIO(self.hub.read_file(self.repo, path)),
+                                 columns=columns or ["run_id"]).to_pylist()
         return out
 
     @invariant()
@@ -249,7 +285,12 @@ class ExactlyOnce(RuleBasedStateMachine):
 
 
 def test_exactly_once_under_random_interleavings(hub, smith, make_bridge, tmp_path):
-    WORLD.update(hub=hub, smith=smith, make_bridge=make_bridge, tmp=tmp_path)
+    from langsmith import Client
+
+    from conftest import LS_KEY
+
+    client = Client(api_url=smith.url, api_key=LS_KEY, auto_batch_tracing=False)
+    WORLD.update(hub=hub, smith=smith, make_bridge=make_bridge, tmp=tmp_path, client=client)
     STATS.clear()
     original = ExactlyOnce.teardown
 
@@ -268,5 +309,6 @@ def test_exactly_once_under_random_interleavings(hub, smith, make_bridge, tmp_pa
     finally:
         ExactlyOnce.teardown = original
         print(f"\nstateful exactly-once: {STATS['examples']} examples, {STATS['steps']} steps "
-              f"({STATS['faults']} faults, {STATS['restarts']} abrupt restarts, {STATS['wipes']} wipes), "
+              f"({STATS['faults']} faults, {STATS['restarts']} abrupt restarts, {STATS['wipes']} wipes, "
+              f"{STATS['feedback_changes']} feedback changes), "
               f"{STATS['settles']} settles checked")

@@ -218,6 +218,7 @@ def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[
     """Maps and buffers the chunk's runs each repo does not hold yet, and refreshes the rows of runs it holds whose
     feedback changed since they were mapped (a rule delivering a run again, a reconcile finding new feedback)."""
     ids = [str(r["id"]) for r in chunk]
+    read_at = rt.store.clock()  # feedback listed from now on: a row of feedback read earlier never replaces it
     with step("read feedback", "retriever", runs=len(ids)):
         feedback_items = rt.smith.feedback_for(ids)
     counts["feedback"] += len(feedback_items)
@@ -244,7 +245,7 @@ def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[
                 rows = rows_for_target(rt, target, rule_id or target.current_rule_id, runs, feedback, counts)
             # A run a flush committed since `held` was read is not buffered again: `buffer` checks in its
             # transaction, and `refresh` turns a row for a run exported meanwhile into a rewrite.
-            stored = store(target.repo, rows, job.id, fingerprints=prints[target.repo])
+            stored = store(target.repo, rows, job.id, fingerprints=prints[target.repo], read_at=read_at)
             counts["buffered" if store == rt.ledger.buffer else "refreshed"] += stored
 
 
