@@ -122,6 +122,8 @@ class Ledger:
                     conn.execute("INSERT INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
                                  " feedback_hash, feedback_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (repo, rid, text, iso_time(end), job_id, now, len(text), prints.get(rid), at))
+                # The Review page shows the feedback the bridge knows now, before the dataset does.
+                self._update_recent(conn, repo, rid, dict(per_preset["runs"][0]), None)
                 if kept is None:
                     new += 1
                 else:
@@ -302,8 +304,7 @@ class Ledger:
                              [(u["feedback_hash"], u["feedback_at"], repo, u["run_id"]) for u in updates])
             conn.executemany("DELETE FROM export_updates WHERE id = ?", [(u["id"],) for u in updates])
             self._remember_recent(conn, repo, rows, now)
-            conn.executemany("UPDATE recent_runs SET row = ? WHERE repo = ? AND run_id = ?",
-                             [(json.dumps(decode_rows(u["rows"])["runs"][0]), repo, u["run_id"]) for u in updates])
+            self._remember_rewritten(conn, repo, updates, now)
 
     @staticmethod
     def _keep_newer_rows(conn: Any, repo: str, run_ids: list[str]) -> None:
@@ -338,11 +339,44 @@ class Ledger:
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 
+    @classmethod
+    def _remember_rewritten(cls, conn: Any, repo: str, updates: list[Any], now: float) -> None:
+        when = datetime.fromtimestamp(now, timezone.utc).isoformat()
+        for update in updates:
+            cls._update_recent(conn, repo, update["run_id"], decode_rows(update["rows"])["runs"][0], when)
+
+    @staticmethod
+    def _update_recent(conn: Any, repo: str, run_id: str, row: dict, updated_at: str | None) -> None:
+        """A recent run's newer row (newer feedback): first exported when it was; `updated_at` once rewritten."""
+        old = conn.execute("SELECT row FROM recent_runs WHERE repo = ? AND run_id = ?", (repo, run_id)).fetchone()
+        if old is not None:
+            before = json.loads(old["row"])
+            row = {**row, "exported_at": before.get("exported_at"), "updated_at": updated_at or before.get("updated_at")}
+            conn.execute("UPDATE recent_runs SET row = ? WHERE repo = ? AND run_id = ?",
+                         (json.dumps(row, default=str), repo, run_id))
+
     def recent(self, limit: int = 50) -> list[dict]:
         with self.db.read() as conn:
             rows = conn.execute("SELECT repo, run_id, committed_at, row FROM recent_runs "
                                 "ORDER BY committed_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
         return [{"repo": r["repo"], "committed_at": r["committed_at"], **json.loads(r["row"])} for r in rows]
+
+    def recent_run(self, run_id: str) -> list[dict]:
+        """The recent `runs` rows of `run_id`, one per repo holding it (for refreshing a run just rated)."""
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT repo, row FROM recent_runs WHERE run_id = ?", (run_id,)).fetchall()
+        return [{"repo": r["repo"], **json.loads(r["row"])} for r in rows]
+
+    def waiting(self, run_ids: list[str]) -> set[tuple[str, str]]:
+        """(repo, run id) of the runs whose newest rows wait for a flush (new, or a rewrite with newer feedback)."""
+        found: set[tuple[str, str]] = set()
+        with self.db.read() as conn:
+            for part in _chunks(run_ids):
+                marks = ",".join("?" * len(part))
+                found.update((r["repo"], r["run_id"]) for r in conn.execute(
+                    f"SELECT repo, run_id FROM export_buffer WHERE run_id IN ({marks}) UNION "
+                    f"SELECT repo, run_id FROM export_updates WHERE run_id IN ({marks})", (*part, *part)))
+        return found
 
     def newest_end_time(self, repo: str) -> str | None:
         with self.db.read() as conn:

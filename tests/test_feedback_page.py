@@ -57,8 +57,10 @@ def test_post_records_feedback_through_the_token(exported, smith):
     assert sent.status_code == 303 and re.fullmatch(rf"{token}\?job=\d+", sent.headers["location"])
     waiting = requests.get(urljoin(url, sent.headers["location"]), timeout=10).text
     assert "Sending your feedback" in waiting
-    [job] = run_jobs(runtime)
+    [job, *after] = run_jobs(runtime)
     assert job.kind == "feedback" and job.state == "succeeded", job.last_error
+    # The bridge knows of the change at once: the run's rows are rewritten by the flush the rating scheduled.
+    assert job.result["refreshed"] == 1 and [(j.kind, j.result["runs_rewritten"]) for j in after] == [("flush", 1)]
     assert "url" not in job.payload  # the presigned URL stays in the state dir, out of job views
     [feedback] = smith.feedback_for(exported["run_id"])
     assert (feedback["key"], feedback["score"], feedback["comment"]) == ("user_score", 0, "Rude <b>reply</b>")

@@ -231,3 +231,40 @@ def test_training_shards_of_an_older_bridge_are_upgraded_in_place(hub, smith, ma
     rows = by_run(hub, "sft")
     assert set(rows) == set(ids) and all(set(m) == {"role", "content"} for r in rows.values() for m in r["messages"])
     assert set(by_run(hub, "runs")) == set(ids)
+
+
+def test_a_rating_from_the_review_page_reaches_the_dataset_and_the_page_says_when(hub, smith, make_bridge):
+    import time
+
+    from bridge import actions
+    from bridge.ui import review
+
+    runtime = make_bridge(config(flush=3600, extra="    feedback_links: {keys: [user_score]}\n"),
+                          BRIDGE_PUBLIC_URL="https://bridge.example.org")
+    ids = seed(smith, 2, feedback=False)
+    deliver(runtime, smith.webhook_payload(RULE, ids))
+    run_jobs(runtime)
+    runtime.store.clock = lambda: time.time() + 3600  # the window closes: the first commit lands
+    run_jobs(runtime)
+    runtime.store.clock = time.time
+    [run] = [r for r in runtime.ledger.recent() if r["run_id"] == ids[0]]
+    assert review.feedback_chips(run["feedback"]).count("chip") == 0
+
+    actions.submit_feedback(runtime.store, run, "user_score", 0.0)
+    [rated] = run_jobs(runtime)  # the flush waits for the window
+    assert rated.kind == "feedback" and rated.result["refreshed"] == 1 and rated.result["flush_jobs"]
+
+    def page() -> str:
+        runs = runtime.ledger.recent()
+        return review.review_html(runs, review.sent_by_run(runtime.store), time.time(),
+                                  runtime.ledger.waiting([r["run_id"] for r in runs]), review.next_flushes(runtime.store))
+
+    card = page().split('data-run="')[1 + [r["run_id"] for r in runtime.ledger.recent()].index(ids[0])]
+    assert "user_score 0.0" in card and "rewritten by the next commit (due" in card  # known now, in the dataset soon
+    runtime.store.clock = lambda: time.time() + 2 * 3600
+    [flush] = run_jobs(runtime)
+    assert flush.result["runs_rewritten"] == 1
+    assert by_run(hub, "kto")[ids[0]]["label"] is False and by_run(hub, "runs")[ids[0]]["updated_at"] is not None
+    runtime.store.clock = time.time
+    card = page().split('data-run="')[1 + [r["run_id"] for r in runtime.ledger.recent()].index(ids[0])]
+    assert "shows this feedback (rows rewritten" in card

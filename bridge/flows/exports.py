@@ -263,18 +263,38 @@ def export_runs(rt: Any, rule_id: str | None, raw_runs: list, targets: list[Expo
 
 
 def refresh_runs(rt: Any, targets: list[ExportTarget], runs: list[dict], job: Any, counts: dict) -> list[int]:
-    """Re-maps runs the repos hold whose feedback may have changed (found by a reconcile, or rated on the Review
-    page) and schedules the flushes that rewrite their rows. `runs` need `id`, `session_id` and `start_time`: they are
-    read again (a run's own fields, as exported), then go the way a delivery's runs go, so an unchanged fingerprint
-    costs nothing more."""
+    """Re-maps runs whose feedback may have changed (found by a reconcile, or rated on the Review page) in the
+    repos that hold them, and schedules the flushes that rewrite their rows. `runs` need `id`, `session_id` and
+    `start_time`: they are read again (a run's own fields, as exported), then go the way a delivery's runs go, so an
+    unchanged fingerprint costs nothing more. A repo that does not hold a run is not given it."""
     if not runs:
         return []
     full = rt.smith.runs_by_id(runs, selects=EXPORT_SELECTS)
     counts["runs_queried"] += len(runs)
-    held = set()
+    flushes: list[int] = []
     for target in targets:
-        held |= rt.ledger.known(target.repo, [str(r["id"]) for r in full])
-    return export_runs(rt, None, [r for r in full if str(r["id"]) in held], targets, job, counts)
+        held = rt.ledger.known(target.repo, [str(r["id"]) for r in full])
+        if held:
+            flushes += export_runs(rt, None, [r for r in full if str(r["id"]) in held], [target], job, counts)
+    return flushes
+
+
+def refresh_rated_run(rt: Any, run_id: str, job: Any) -> dict:
+    """After a rating sent from the bridge, the run's rows are refreshed at once (the bridge knows of the change),
+    in every repo whose recent runs show it. A failure here leaves the rating recorded; the next reconcile finds
+    the change instead."""
+    rows = rt.ledger.recent_run(run_id)
+    targets = [t for t in (rt.settings.config.repo_target(r["repo"]) for r in rows) if t is not None]
+    if not rows or not targets:
+        return {}
+    counts = new_counts(1)
+    run = {"id": run_id, "session_id": rows[0].get("session_id"), "start_time": rows[0].get("start_time")}
+    try:
+        flushes = refresh_runs(rt, targets, [run], job, counts)
+    except UpstreamError as exc:
+        log.warning("run %s: rows not refreshed after the rating (%s); the next reconcile will", run_id, exc)
+        return {"dataset": f"Not refreshed yet ({exc}); the next reconcile will pick the change up."}
+    return {"refreshed": counts["refreshed"], "flush_jobs": flushes}
 
 
 def run_export(job: Any, ctx: Any) -> dict:

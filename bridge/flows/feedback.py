@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UpstreamError
+from .exports import refresh_rated_run
 
 FEEDBACK = "feedback"
 REFUSED = (400, 404, 410)  # what LangSmith answers for an expired or unknown token
@@ -25,7 +26,8 @@ def run_feedback(job: Any, ctx: Any) -> dict:
             raise
         raise UpstreamError("LangSmith", f"LangSmith refused this feedback link: it has expired or no longer "
                                          f"exists ({exc}).", status=exc.status, sentence=True) from exc
-    return {"run_id": p.get("run_id"), "key": p.get("key"), **fields}
+    refreshed = refresh_rated_run(ctx.services, str(p["run_id"]), job) if p.get("run_id") else {}
+    return {"run_id": p.get("run_id"), "key": p.get("key"), **fields, **refreshed}
 
 
 def token_url(runtime: Any, payload: dict) -> str:

@@ -95,7 +95,20 @@ def controls(run: dict, keys: list[str], any_links: bool) -> str:
             '<button class="fb send" data-act="comment">Send comment</button></div>')
 
 
-def run_card(run: dict, sent: list, now: float) -> str:
+def dataset_line(run: dict, waiting: bool, flush_at: float | None) -> str:
+    """Whether the dataset already shows the feedback above, and when it will."""
+    repo = esc(run.get("repo"))
+    if waiting:
+        due = f" (due {ts(flush_at)})" if flush_at else ""
+        return (f'<p class="fb-dataset muted">Newer feedback is on its way to <code>{repo}</code>: its rows are '
+                f'rewritten by the next commit{due}.</p>')
+    if run.get("updated_at"):
+        return (f'<p class="fb-dataset muted"><code>{repo}</code> shows this feedback (rows rewritten '
+                f'{ts(run.get("updated_at"))}).</p>')
+    return f'<p class="fb-dataset muted"><code>{repo}</code> shows this feedback.</p>'
+
+
+def run_card(run: dict, sent: list, now: float, waiting: bool = False, flush_at: float | None = None) -> str:
     keys, any_links = feedback_keys(run, now)
     meta = " · ".join(esc(x) for x in (run.get("run_type"), run.get("model"), run.get("repo")) if x)
     return (f'<article class="run-card" data-run="{esc(run.get("run_id"))}" data-repo="{esc(run.get("repo"))}" '
@@ -106,14 +119,22 @@ def run_card(run: dict, sent: list, now: float) -> str:
             f'<div class="io"><div><h4>Input</h4>{preview(run.get("inputs"))}</div>'
             f'<div><h4>Output</h4>{preview(run.get("outputs"))}</div></div>'
             f'<div class="fb-existing">{feedback_chips(run.get("feedback"))}</div>'
-            f'{controls(run, keys, any_links)}<div class="fb-sent">{sent_line(sent)}</div></article>')
+            f'{dataset_line(run, waiting, flush_at)}{controls(run, keys, any_links)}<div class="fb-sent">{sent_line(sent)}</div></article>')
 
 
-def review_html(runs: list[dict], sent: dict[str, list], now: float) -> str:
+def review_html(runs: list[dict], sent: dict[str, list], now: float, waiting: set[tuple[str, str]] = frozenset(),
+                flushes: dict[str, float] | None = None) -> str:
     if not runs:
         return empty("No exported runs yet. They appear once a LangSmith rule delivery or a back-fill has been "
                      "committed to a Hub dataset (see Run a job → Back-fill an export).")
-    return "".join(run_card(r, sent.get(str(r.get("run_id")), []), now) for r in runs)
+    return "".join(run_card(r, sent.get(str(r.get("run_id")), []), now, (r.get("repo"), r.get("run_id")) in waiting,
+                            (flushes or {}).get(r.get("repo"))) for r in runs)
+
+
+def next_flushes(store: Any) -> dict[str, float]:
+    """When each repo's next flush is due (one is queued per repo: due now, or scheduled for its window's end)."""
+    jobs = [*store.list(state="queued", kind="flush", limit=100), *store.list(state="scheduled", kind="flush", limit=100)]
+    return {job.subject: job.next_attempt_at for job in jobs}
 
 
 def sent_by_run(store: Any) -> dict[str, list]:
@@ -126,14 +147,17 @@ def sent_by_run(store: Any) -> dict[str, list]:
 def build(runtime: Any) -> dict:
     store, ledger = runtime.store, runtime.ledger
     with gr.Row(elem_classes="toolbar"):
-        gr.HTML('<p class="muted">Recently exported runs, newest first. <b>Good</b> and <b>Bad</b> send a score of 1 '
-                'or 0 for the run’s feedback key through its presigned link.</p>')
+        gr.HTML('<p class="muted">Recently exported runs, newest first, with the feedback the bridge last read from '
+                'LangSmith. <b>Good</b> and <b>Bad</b> send a score of 1 or 0 for the run’s feedback key through its '
+                'presigned link; the run’s dataset rows follow at the next commit.</p>')
         refresh = gr.Button("Refresh", elem_id="review-refresh", scale=0, min_width=100)
     status = gr.HTML(elem_id="review-status")
     runs_html = gr.HTML(elem_id="review-list", js_on_load=CLICK_JS)
 
     def render() -> str:
-        return review_html(ledger.recent(LIMIT), sent_by_run(store), time.time())
+        runs = ledger.recent(LIMIT)
+        waiting = ledger.waiting([str(r["run_id"]) for r in runs])
+        return review_html(runs, sent_by_run(store), time.time(), waiting, next_flushes(store))
 
     def list_runs(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
         who = viewer(runtime, request, profile)
@@ -156,7 +180,8 @@ def build(runtime: Any) -> dict:
             return notice(f"Not sent: {exc}.", "error"), render()
         what = WORDS.get(SCORES[act], "Comment")
         return notice(f"{what} on “{run.get('name')}” (run {run_id[:8]}) queued as job #{job.id}; it goes out "
-                      "through the run’s feedback link.", "ok"), render()
+                      "through the run’s feedback link, then the run’s rows in the dataset are rewritten with the "
+                      "next commit. Press Refresh to see it here.", "ok"), render()
 
     on(refresh.click, list_runs, None, runs_html)
     on(runs_html.select, rate_run, None, [status, runs_html], show_progress="hidden")
