@@ -183,6 +183,23 @@ ALTER TABLE feedback_links ADD COLUMN preview TEXT;
 UPDATE feedback_links SET token_id = replace(url, rtrim(url, replace(url, '/', '')), '');
 CREATE UNIQUE INDEX IF NOT EXISTS feedback_links_token ON feedback_links (token_id);
     """,
+    # 8 (9 once the shard-rewrite migration lands before it): where late feedback is looked for
+    # (flows/feedback_sync.py). The projects each export repo's runs come from (seen in its deliveries), and per
+    # repo when it was first seen and up to when LangSmith was last asked for feedback changes (the watermark).
+    """
+CREATE TABLE IF NOT EXISTS feedback_projects (
+    repo TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (repo, project_id)
+);
+CREATE TABLE IF NOT EXISTS feedback_marks (
+    repo TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    checked_until TEXT,
+    checked_at REAL
+);
+    """,
 )
 
 
