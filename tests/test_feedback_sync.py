@@ -13,7 +13,7 @@ from langsmith._client import Langsmith
 from bridge.errors import ConfigError
 from bridge.feedback_watch import FeedbackWatch
 from bridge.flows import reconcile
-from bridge.flows.feedback_sync import NO_V2
+from bridge.flows.feedback_sync import MARGIN, NO_V2
 from bridge.settings import parse_config
 from bridge.smith import ALL_TIME, Smith
 from conftest import LS_KEY, run_jobs
@@ -127,11 +127,11 @@ def test_project_key_validated():
 
 
 def reconcile_now(runtime, ahead: float) -> dict:
-    """One reconcile with the bridge's clock `ahead` seconds in the future (past the safety margin)."""
+    """One reconcile whose check reaches `ahead` seconds past now: the bridge's clock moved past the margin too."""
     for waiting in runtime.store.list(kind="reconcile"):
         if waiting.state == "queued":
             runtime.store.cancel(waiting.id)  # the periodic one may fall due with the clock moved: one check here
-    runtime.store.clock = lambda: time.time() + ahead
+    runtime.store.clock = lambda: time.time() + MARGIN.total_seconds() + ahead
     reconcile.schedule_at_start(runtime)
     jobs = run_jobs(runtime)
     assert all(j.state == "succeeded" for j in jobs), [(j.kind, j.last_error) for j in jobs]
@@ -169,7 +169,7 @@ reconcile_minutes: 30
 
     first = by_repo(reconcile_now(runtime, 120))
     assert first["acme/silent"]["note"].startswith("no project known yet")
-    assert first["acme/managed"]["note"].startswith("first seen less than a minute ago")
+    assert first["acme/managed"]["note"].startswith("first seen within the last few minutes")
     assert first[REPO]["changed"] == 0 and first[REPO]["projects"] == 1
     smith.advance_clock(300)  # feedback given after the first check (the SDK would stamp it with its own clock)
     smith.add_feedback(ids[0], "helpfulness", score=1)  # a key never used in the project

@@ -5,13 +5,14 @@ its project, a `rule_id:` entry may name one with `project:`, and the projects i
 remembered when they are exported):
 1. each project is read once (`GET /sessions`, with its feedback stats): its id and the feedback keys used in it;
 2. one v2 run query (`POST /api/v2/runs/query`, 1000 ids a page) asks for the runs of those projects with feedback
-   under one of those keys (or the keys the configuration names) whose `modified_at` lies in [watermark, now − 1
-   minute): feedback added through the API, changed with `update_feedback`, or given through a presigned link;
+   under one of those keys (or the keys the configuration names) whose `modified_at` lies in [watermark, now − 5
+   minutes): feedback added through the API, changed with `update_feedback`, or given through a presigned link;
 3. the run ids the repo holds (`ledger.known`) go to `exports.refresh_runs`, which re-maps them with their current
    feedback.
 The watermark starts when the repo was first seen (not the epoch) and moves only after all of that succeeded, so a
-failed query is asked again next time and nothing is missed. The minute of margin catches feedback that lands while
-the query runs. Without the v2 runs API (self-hosted LangSmith before v0.16) nothing can be asked: the result says
+failed query is asked again next time and nothing is missed. The five minutes of margin catch feedback that lands
+while the query runs or is stamped a little before it becomes visible (the SDK sends its own `modified_at`); with a
+reconcile every 30 minutes they delay nothing. Without the v2 runs API (self-hosted LangSmith before v0.16) nothing can be asked: the result says
 so. The result shows, per repo, the runs found, their first ids and the requests it took.
 """
 
@@ -30,7 +31,7 @@ from . import exports
 
 log = logging.getLogger("bridge.flows.feedback_sync")
 
-MARGIN = timedelta(minutes=1)  # feedback that lands while a check runs is caught by the next one
+MARGIN = timedelta(minutes=5)  # feedback stamped up to this long before it became visible is still caught
 SHOWN = 10  # run ids listed per repo in the job result
 NO_V2 = ("not checked: this LangSmith has no v2 runs API (self-hosted before v0.16), and the v1 run query cannot "
          "ask which feedback changed; feedback given on the bridge's Review page still reaches the dataset")
@@ -82,41 +83,55 @@ def _moment(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def named_projects(entries: list[ExportTarget]) -> set[str]:
+    """Projects the configuration names for a repo's entries: managed rules', `project:` keys, back-fills'."""
+    return ({t.named_project for t in entries if t.named_project} |
+            {t.backfill.project for t in entries if t.backfill})
+
+
 def sync_repo_feedback(rt: Any, repo: str, job: Any) -> dict:
-    config, marks = rt.settings.config, watch(rt)
-    entries = [t for t in config.exports if t.repo == repo]
-    names = {t.named_project for t in entries if t.named_project} | {t.backfill.project for t in entries
-                                                                       if t.backfill}
-    seen = marks.projects(repo)
+    """One repo's check; the watermark advances only when LangSmith answered and the runs were handed on."""
+    entries = [t for t in rt.settings.config.exports if t.repo == repo]
+    names, seen = named_projects(entries), watch(rt).projects(repo)
     if not names and not seen:
         return {"repo": repo, "note": "no project known yet: it is learnt from the first delivery exported"}
-    since = marks.since(repo)
-    until = datetime.fromtimestamp(rt.store.clock(), timezone.utc) - MARGIN
-    requests = {"project_reads": 0, "queries": 0, "pages": 0}
-    out: dict = {"repo": repo, "since": since, "until": until.isoformat(), "requests": requests}
-    if until <= _moment(since):
-        return {**out, "note": "first seen less than a minute ago: checked from the next reconcile on"}
+    since = watch(rt).since(repo)
+    until = (datetime.fromtimestamp(rt.store.clock(), timezone.utc) - MARGIN).isoformat()
+    out: dict = {"repo": repo, "since": since, "until": until,
+                 "requests": {"project_reads": 0, "queries": 0, "pages": 0}}
+    if _moment(until) <= _moment(since):
+        return {**out, "note": "first seen within the last few minutes: checked from the next reconcile on"}
     try:
-        project_ids, keys, missing = read_projects(rt, names, seen, requests)
-        keys |= configured_keys(entries)
-        out.update(projects=len(project_ids), **({"missing_projects": missing} if missing else {}))
-        if not project_ids or not keys:
-            return {**out, "note": "no feedback in these projects yet" if project_ids else "no project found"}
-        requests["queries"] += 1
-        found = rt.smith.feedback_changed(project_ids, sorted(keys), since, until.isoformat())
-        if found is None:
-            return {**out, "note": NO_V2}
-        ids, requests["pages"] = found
-        changed = held_runs(rt, repo, ids)
-        counts = exports.new_counts(len(changed))
-        target = config.repo_target(repo)
-        jobs = exports.refresh_runs(rt, [target], changed, job, counts) if changed else []
+        out.update(check(rt, repo, entries, names, seen, (since, until), out["requests"], job))
     except UpstreamError as exc:  # the watermark stays: the next reconcile asks for the same span again
         log.warning("checking %s for late feedback failed: %s", repo, exc)
         return {**out, "error": str(exc)}
-    marks.advance(repo, until.isoformat())
-    return {**out, "changed": len(changed), "run_ids": changed[:SHOWN], "not_in_repo": len(ids) - len(changed),
-            "jobs": jobs}
+    if "note" not in out:
+        watch(rt).advance(repo, until)
+    return out
+
+
+def check(rt: Any, repo: str, entries: list[ExportTarget], names: set[str], seen: list[str],
+          window: tuple[str, str], requests: dict, job: Any) -> dict:
+    """Asks LangSmith which runs' feedback changed in `window` and hands the ones the repo holds to the rewrite.
+    A result with a `note` asked nothing (no feedback key in use yet, no v2 API): the watermark stays."""
+    project_ids, keys, missing = read_projects(rt, names, seen, requests)
+    keys |= configured_keys(entries)
+    found = {"projects": len(project_ids), **({"missing_projects": missing} if missing else {})}
+    if not project_ids or not keys:
+        return {**found, "note": "no feedback in these projects yet" if project_ids else "no project found"}
+    requests["queries"] += 1
+    answer = rt.smith.feedback_changed(project_ids, sorted(keys), *window)
+    if answer is None:
+        return {**found, "note": NO_V2}
+    ids, requests["pages"] = answer
+    changed = held_runs(rt, repo, ids)
+    if not changed:
+        return {**found, "changed": 0, "run_ids": [], "not_in_repo": len(ids)}
+    counts = exports.new_counts(len(changed))
+    jobs = exports.refresh_runs(rt, [rt.settings.config.repo_target(repo)], changed, job, counts)
+    return {**found, "changed": len(changed), "run_ids": changed[:SHOWN], "not_in_repo": len(ids) - len(changed),
+            "counts": counts, "jobs": jobs}
 
 
 def sync_feedback(rt: Any, job: Any) -> dict:
