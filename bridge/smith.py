@@ -210,13 +210,13 @@ class Smith:
     def feedback_changed(self, project_ids: list[str], keys: list[str], since: str,
                          until: str) -> tuple[list[str], int] | None:
         """Ids of the runs in `project_ids` with feedback under one of `keys` whose `modified_at` lies in
-        [since, until) (added, edited, or given through a presigned link), and the number of requests it took:
-        v2 queries of `page_size` (1000) ids a page, paced under the run-query limit. The start-time window is all time (v2 would
-        look at runs of the last day only). None without the v2 API: v1 `/runs/query` cannot ask this."""
+        [since, until) (added, edited, or given through a presigned link), and the number of requests it took: v2
+        queries of `page_size` (1000) ids each, paced under the run-query limit, over runs of all time (v2 would
+        look at the last day's only). None without the v2 API: the v1 `/runs/query` cannot ask this."""
         condition = feedback_condition(keys)
-        ids: list[str] = []
 
         def v2_pages() -> tuple[list[str], int]:
+            ids: list[str] = []
             cursor, pages = None, 0
             while True:
                 found, cursor = self._v2_query(
@@ -229,7 +229,8 @@ class Smith:
                     return list(dict.fromkeys(ids)), pages
         return self._either(v2_pages, lambda: None)
 
-    def project_feedback_keys(self, *, name: str | None = None, project_id: str | None = None) -> tuple[str, list[str]]:
+    def project_feedback_keys(self, *, name: str | None = None,
+                              project_id: str | None = None) -> tuple[str, list[str]]:
         """A project's id and the feedback keys used in it (its feedback stats): one `GET /sessions`."""
         label = repr(name) if name else project_id
         with smith_errors(f"read project {label}", not_found=f"LangSmith has no project {label}"):

@@ -12,8 +12,9 @@ remembered when they are exported):
 The watermark starts when the repo was first seen (not the epoch) and moves only after all of that succeeded, so a
 failed query is asked again next time and nothing is missed. The five minutes of margin catch feedback that lands
 while the query runs or is stamped a little before it becomes visible (the SDK sends its own `modified_at`); with a
-reconcile every 30 minutes they delay nothing. Without the v2 runs API (self-hosted LangSmith before v0.16) nothing can be asked: the result says
-so. The result shows, per repo, the runs found, their first ids and the requests it took.
+reconcile every 30 minutes they delay nothing. Without the v2 runs API (self-hosted LangSmith before v0.16) nothing
+can be asked: the result says so. The result shows, per repo, the runs found, their first ids and the requests it
+took.
 """
 
 from __future__ import annotations
