@@ -185,9 +185,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS feedback_links_token ON feedback_links (token_
     """,
     # 8: late feedback (flows/exports.py). Which `runs` shard holds each run (its preset shards share the name), the
     # rewrites waiting for the next flush (rows of exported runs whose feedback changed), the feedback each exported
-    # or buffered row was mapped from (a fingerprint) and when it was read, shards written in an older format (rewritten by the next
-    # flush). Every shard path of a repo is now known, not only `runs` ones. Which shard held which run was never
-    # recorded: the heads are forgotten, so the next flush of each repo lists it and reads every shard again.
+    # or buffered row was mapped from (a fingerprint) and when it was read, shards written in an older format
+    # (rewritten by the next flush). Every shard path of a repo is now known, not only `runs` ones. Which shard held
+    # which run was never recorded: the heads are forgotten, so the next flush of each repo lists it and reads every
+    # shard again.
     """
 CREATE TABLE run_shards (
     repo TEXT NOT NULL,
@@ -215,6 +216,23 @@ ALTER TABLE export_updates ADD COLUMN feedback_at REAL;
 ALTER TABLE repo_shards ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
 UPDATE export_repos SET head = NULL;
 DELETE FROM repo_shards;
+    """,
+    # 9: where late feedback is looked for (flows/feedback_sync.py). The projects each export repo's runs come from
+    # (seen in its deliveries), and per repo when it was first seen and up to when LangSmith was last asked for
+    # feedback changes (the watermark).
+    """
+CREATE TABLE IF NOT EXISTS feedback_projects (
+    repo TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (repo, project_id)
+);
+CREATE TABLE IF NOT EXISTS feedback_marks (
+    repo TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    checked_until TEXT,
+    checked_at REAL
+);
     """,
 )
 

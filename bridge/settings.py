@@ -127,6 +127,9 @@ MANAGED_NAME = "hub-langsmith-bridge: {repo}"
 class ExportTarget(_Strict):
     rule_id: str | None = None
     rule: ManagedRule | None = None
+    # The tracing project a `rule_id:` entry's rule watches, so late feedback is looked for there (a managed
+    # `rule:` names its own); without it, the projects its deliveries' runs come from.
+    project: str | None = Field(default=None, min_length=1)
     repo: str
     private: bool = True
     presets: list[Literal[PRESETS]] = Field(default_factory=lambda: ["runs"])  # type: ignore[valid-type]
@@ -154,7 +157,14 @@ class ExportTarget(_Strict):
         if (self.rule_id is None) == (self.rule is None):
             raise ValueError("give either rule_id (a rule you manage in LangSmith) or rule (one the bridge "
                              "creates and keeps), not both and not neither")
+        if self.project is not None and self.rule is not None:
+            raise ValueError("project goes with rule_id only: a managed rule names its project in rule.project")
         return self
+
+    @property
+    def named_project(self) -> str | None:
+        """The project this entry's rule watches, when the configuration names it."""
+        return self.rule.project if self.rule is not None else self.project
 
     @property
     def rule_name(self) -> str | None:

@@ -207,6 +207,38 @@ class Smith:
                                    selects=EXPORT_SELECTS),
             lambda: self._v1_runs_page(project_id, filter, start_time, cursor))
 
+    def feedback_changed(self, project_ids: list[str], keys: list[str], since: str,
+                         until: str) -> tuple[list[dict], int] | None:
+        """The runs in `project_ids` with feedback under one of `keys` whose `modified_at` lies in [since, until)
+        (added, edited, or given through a presigned link), each as its id, project and start time (what reading it
+        again needs), and the number of requests it took: v2 queries of `page_size` (1000) runs each, paced under
+        the run-query limit, over runs of all time (v2 would look at the last day's only). None without the v2 API:
+        the v1 `/runs/query` cannot ask this."""
+        condition = feedback_condition(keys)
+
+        def v2_pages() -> tuple[list[dict], int]:
+            runs: dict[str, dict] = {}
+            cursor, pages = None, 0
+            while True:
+                found, cursor = self._v2_query(
+                    "query runs whose feedback changed", project_ids=project_ids, filter=condition,
+                    min_feedback_modified_at=since, max_feedback_modified_at=until, min_start_time=ALL_TIME,
+                    max_start_time=now_iso(), page_size=self.page_size, cursor=cursor,
+                    selects=["ID", "PROJECT_ID", "START_TIME"])
+                pages += 1
+                runs.update((str(run["id"]), run) for run in found)
+                if not cursor:
+                    return list(runs.values()), pages
+        return self._either(v2_pages, lambda: None)
+
+    def project_feedback_keys(self, *, name: str | None = None,
+                              project_id: str | None = None) -> tuple[str, list[str]]:
+        """A project's id and the feedback keys used in it (its feedback stats): one `GET /sessions`."""
+        label = repr(name) if name else project_id
+        with smith_errors(f"read project {label}", not_found=f"LangSmith has no project {label}"):
+            project = self.client.read_project(project_name=name, project_id=project_id, include_stats=True)
+        return str(project.id), sorted((project.feedback_stats or {}).keys())
+
     def _v1_runs_page(self, project_id: str, filter: str | None, start_time: str | None,
                       cursor: str | None) -> tuple[list[dict], str | None]:
         self.query_limiter.wait()
@@ -300,6 +332,12 @@ class Smith:
         """Submits feedback through a presigned URL (no API key needed or sent by the SDK for this call)."""
         with smith_errors("submit feedback"):
             self.client.create_feedback_from_token(url, **fields)
+
+
+def feedback_condition(keys: list[str]) -> str:
+    """A filter that is true for runs with feedback under any of `keys` (the v2 API's feedback bounds apply to it)."""
+    conditions = [f"eq(feedback_key, {json.dumps(key)})" for key in sorted(set(keys))]
+    return conditions[0] if len(conditions) == 1 else f"or({', '.join(conditions)})"
 
 
 def _route_missing(exc: UpstreamError) -> bool:

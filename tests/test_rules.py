@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.feedback_watch import FeedbackWatch
 from bridge.flows import rules
 from bridge.rule_state import managed_key, named_key
 from bridge.routing import route_rule
@@ -191,6 +192,8 @@ def test_the_log_is_read_from_the_last_check_on(hub, smith, bridge):
     query = [r.query for r in smith.recorder.requests if r.path.endswith("/logs")][-1]
     assert "start_time=" in query and since[:10] in query
     assert set(later) <= {r["run_id"] for r in read_rows(hub)}
+    prod = smith.store.session_by_name("prod")["id"]  # recovered runs' project: where their late feedback is looked for
+    assert FeedbackWatch(runtime.store.db, runtime.store.clock).projects(REPO) == [prod]
 
 
 @pytest.mark.parametrize("backfill, words", [(False, "gaps cannot be known"),

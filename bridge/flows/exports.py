@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..errors import FormatError, UpstreamError
+from ..feedback_watch import remember_projects
 from ..formats.card import render_card, shard_path
 from ..formats.redact import Redactor
 from ..formats.run_text import feedback_preview
@@ -302,6 +303,7 @@ def run_export(job: Any, ctx: Any) -> dict:
     rule_id, raw_runs, threads = delivery_runs(rt, job.payload)
     targets = rt.settings.config.exports_for(rule_id)
     counts = new_counts(len(raw_runs), len(threads))
+    remember_projects(rt.store, [t.repo for t in targets], raw_runs)  # where its late feedback is looked for
     flush_jobs = export_runs(rt, rule_id, raw_runs, targets, job, counts)
     return {"rule_id": rule_id, "targets": [t.repo for t in targets], "counts": counts, "flush_jobs": flush_jobs}
 
@@ -550,3 +552,4 @@ def resume(runtime: Any, trigger: str = "reconcile") -> list[int]:
             if job_id is not None:
                 scheduled.append(job_id)
     return scheduled
+

@@ -2,8 +2,9 @@
 
 At start and every `reconcile_minutes`: every branch head of every repo an `experiments` rule watches gets the same
 job a push would have created (same idempotency key, so nothing runs twice), and every `exports` entry with a
-`backfill` section gets a back-fill of the runs since its watermark (see `backfill.Watermark`), and rows still
-buffered whose flush is gone (failed, cancelled) get a new flush.
+`backfill` section gets a back-fill of the runs since its watermark (see `backfill.Watermark`), rows still
+buffered whose flush is gone (failed, cancelled) get a new flush, and LangSmith is asked which exported runs had
+their feedback changed since the last check (see `feedback_sync`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from ..errors import UpstreamError
 from ..jobs import ACTIVE
 from ..routing import experiment_spec
-from . import rules
+from . import feedback_sync, rules
 from .backfill import BACKFILL, Cursors, as_utc
 from .exports import resume, sync_repo
 from .hub_webhook import keep_during_reconcile
@@ -105,6 +106,7 @@ def run_reconcile(job: Any, ctx: Any) -> dict:
         return {"hub_webhook": webhook.get("action") or webhook.get("why") or webhook.get("problems"),
                 "experiment_jobs": reconcile_experiments(rt), "backfill_jobs": reconcile_exports(rt),
                 "flush_jobs": resume(rt),
-                "rules_job": rules.schedule(rt, "reconcile")}  # managed rules and gaps from rule logs
+                "rules_job": rules.schedule(rt, "reconcile"),  # managed rules and gaps from rule logs
+                "feedback": feedback_sync.sync_feedback(rt, job)}  # runs whose feedback changed since last time
     finally:
         schedule_next(rt)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UpstreamError
+from ..feedback_watch import remember_projects
 from ..formats.runs_v2 import EXPORT_SELECTS
 from ..rule_state import fingerprint, managed_key, named_key
 from ..settings import ExportTarget
@@ -228,6 +229,7 @@ def recover(rt: Any, key: str, rule_id: str, targets: list[ExportTarget], job: A
     counts = new_counts(len(wanted))
     if wanted:
         runs = rt.smith.runs_by_id(wanted, selects=EXPORT_SELECTS)
+        remember_projects(rt.store, [t.repo for t in targets], runs)
         export_runs(rt, rule_id, runs, targets, job, counts)
         states.add_recovered(key, counts["buffered"])
     last = max(filter(None, (newest, state.get("last_applied"))), default=None)

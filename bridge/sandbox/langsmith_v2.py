@@ -2,8 +2,10 @@
 
 As the SDK's generated client (`langsmith.resources.runs`) sends them and langsmith.md describes: `project_ids` xor
 `reference_dataset_id`, `ids`, `filter`, `is_root`, `run_type`, `has_error`, `trace_id`, `min_start_time` (default
-now − 1 day), `max_start_time` (default now), `page_size` 1..1000 (default 100), an opaque `cursor`, and `selects`
-(upper-case field names; without them only `id` comes back). Answers `{items, next_cursor}`, newest first. The
+now − 1 day), `max_start_time` (default now), `min_feedback_modified_at` / `max_feedback_modified_at` (inclusive /
+exclusive bounds on feedback `modified_at`, applied to the feedback conditions of `filter`, so they need one: 422
+without), `page_size` 1..1000 (default 100), an opaque `cursor`, and `selects` (upper-case field names; without them
+only `id` comes back). Answers `{items, next_cursor}`, newest first. The
 cursor is keyset-based (the last run's start time and id), so runs arriving between pages never shift a page.
 
 `Store.v2_enabled = False` makes both routes answer 404, as self-hosted LangSmith before v0.16 does.
@@ -109,6 +111,45 @@ def time_bound(body: dict, key: str, default: dt.datetime) -> str:
         raise ApiError(422, f"{key}: {exc}") from None
 
 
+FEEDBACK_BOUNDS = ("min_feedback_modified_at", "max_feedback_modified_at")
+
+
+def feedback_window(body: dict, expr: Any) -> Any:
+    """A predicate on feedback rows for `min_feedback_modified_at` (inclusive) / `max_feedback_modified_at`
+    (exclusive), or None when neither is given. The bounds narrow which feedback the filter's feedback conditions
+    see, so they need one; the real API refuses them without (422)."""
+    given = [key for key in FEEDBACK_BOUNDS if body.get(key)]
+    if not given:
+        return None
+    if expr is None or not has_feedback_condition(expr):
+        raise ApiError(422, f"{' and '.join(given)} need at least one feedback condition in filter, "
+                            'for example eq(feedback_key, "correctness")')
+    low, high = (_bound(body, key) for key in FEEDBACK_BOUNDS)
+
+    def inside(row: dict) -> bool:
+        moment = parse_time(row.get("modified_at") or row["created_at"])
+        return (low is None or moment >= low) and (high is None or moment < high)
+    return inside
+
+
+def _bound(body: dict, key: str) -> dt.datetime | None:
+    if not body.get(key):
+        return None
+    try:
+        return parse_time(body[key])
+    except ValueError as exc:
+        raise ApiError(422, f"{key}: {exc}") from None
+
+
+def has_feedback_condition(expr: Any) -> bool:
+    """Whether a parsed filter compares a feedback field (`feedback_key`, `feedback_score`, ...) anywhere."""
+    if isinstance(expr, tuple) and expr[0] == "field":
+        return str(expr[1]).startswith("feedback_")
+    if isinstance(expr, tuple):
+        return any(has_feedback_condition(arg) for arg in expr[1])
+    return False
+
+
 def encode_cursor(run: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps([run["start_time"], run["id"]]).encode()).decode()
 
@@ -172,6 +213,7 @@ class V2Routes:
         high = time_bound(body, "max_start_time", now)
         ids = {as_uuid(i, "ids") for i in body["ids"]} if body.get("ids") else None
         expr = parse_filter(body["filter"]) if body.get("filter") else None
+        modified = feedback_window(body, expr)
         with self.store.lock:
             sessions = self.sessions(body)
             found = []
@@ -180,7 +222,8 @@ class V2Routes:
                     continue
                 if (ids is not None and run["id"] not in ids) or not self.structured(run, body):
                     continue
-                keys = {f["key"] for f in self.store.feedback.of_runs({run["id"]})}
+                keys = {f["key"] for f in self.store.feedback.of_runs({run["id"]})
+                        if modified is None or modified(f)}
                 if expr is not None and not FilterEval(run, keys, self.store.ignored_filters)(expr):
                     continue
                 found.append(run)
