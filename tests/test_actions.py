@@ -61,8 +61,9 @@ def test_feedback_goes_through_the_presigned_link(hub, smith, make_bridge):
     with pytest.raises(FieldError):
         submit_feedback(runtime.store, recent, "other_key", 1)
     submit_feedback(runtime.store, recent, "user_score", 1.0, "👍 from review")
-    [job] = run_jobs(runtime)
+    [job, flush] = run_jobs(runtime)  # the rating, then the rewrite of the run's rows it scheduled
     assert job.state == "succeeded", job.last_error
+    assert flush.kind == "flush" and flush.result["runs_rewritten"] == 1
     assert [(f["score"], f["comment"]) for f in smith.feedback_for(run_id)] == [(1.0, "👍 from review")]
 
 

@@ -78,7 +78,8 @@ def held_runs(rt: Any, repo: str, ids: list[str]) -> list[str]:
     """The changed runs the repo holds (buffered or committed), learning the repo first if the ledger never has."""
     known = rt.ledger.known(repo, ids) if ids else set()
     if len(known) < len(ids) and rt.ledger.repo_state(repo).head is None:
-        exports.sync_repo(rt, repo)  # a wiped state dir: the repo's own shards say what it holds
+        with exports.repo_lock(repo):  # a flush of the repo records heads too
+            exports.sync_repo(rt, repo)  # a wiped state dir: the repo's own shards say what it holds
         known = rt.ledger.known(repo, ids)
     return [i for i in ids if i in known]
 
