@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
+
+_encoder = msgspec.json.Encoder(enc_hook=str)  # what JSON has no type for (UUIDs, Decimals) as text, like default=str
+
 
 def iso_time(value: Any) -> str | None:
     """One text form for end times (from rows and from parquet), so MAX() in SQL orders them by time."""
@@ -27,6 +31,31 @@ def iso_time(value: Any) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat()
+
+
+def encode_rows(per_preset: dict[str, list[dict]]) -> str:
+    """One run's rows (preset -> rows) as the text `export_buffer.rows` holds: JSON, times as ISO strings with a zone
+    (`run_row` makes every time UTC-aware), so `training.to_table` parses them column by column."""
+    return _json_text(per_preset)
+
+
+def _json_text(value: Any) -> str:
+    """JSON text, by msgspec. A lone surrogate (half an emoji from a stream) has no UTF-8 form: such a value is
+    written with JSON escapes by the json module instead."""
+    try:
+        return _encoder.encode(value).decode()
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str)
+
+
+def decode_rows(text: str) -> dict[str, list[dict]]:
+    """The rows of one buffered run, preset -> rows: every reader of `export_buffer.rows` goes through here. Text
+    written by older versions (`json.dumps`) reads the same; escapes msgspec does not take (a lone surrogate, NaN)
+    fall back to the json module."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -71,7 +100,7 @@ class Ledger:
         """Buffers the rows of runs the repo does not hold yet; returns how many were new. The check and the insert
         are one statement in one transaction: a flush that commits a run meanwhile cannot be overtaken."""
         now = self.store.clock()
-        encoded = [(rid, json.dumps(r, default=str), iso_time(end)) for rid, r, end in rows]
+        encoded = [(rid, encode_rows(r), iso_time(end)) for rid, r, end in rows]
         with self.db.tx() as conn:
             before = conn.total_changes
             conn.executemany(
@@ -176,7 +205,8 @@ class Ledger:
     def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
         """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
         conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                         [(repo, r["run_id"], now, json.dumps(json.loads(r["rows"])["runs"][0])) for r in rows])
+                         [(repo, r["run_id"], now, _json_text(decode_rows(r["rows"])["runs"][0]))
+                          for r in rows])
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 

@@ -30,7 +30,7 @@ from ..formats.redact import Redactor
 from ..formats.run_text import feedback_preview
 from ..formats.runs import feedback_page_url, group_feedback, offloaded_payload_urls, run_row, run_web_url
 from ..formats.training import PRESETS, preset_rows, to_parquet_bytes, to_table
-from ..ledger import iso_time
+from ..ledger import decode_rows, iso_time
 from ..settings import ExportTarget
 from ..objects import ObjectRefused
 from ..smith import batches
@@ -280,7 +280,7 @@ def build_shards(target: ExportTarget, rows: list[Any]) -> dict[str, bytes]:
     """One parquet shard per preset that has rows (`runs` always), named after the run ids they hold."""
     sid = shard_id([r["run_id"] for r in rows])
     when = datetime.fromtimestamp(rows[0]["created_at"], timezone.utc)
-    decoded = [json.loads(r["rows"]) for r in rows]
+    decoded = [decode_rows(r["rows"]) for r in rows]
     files = {}
     for preset in target.presets:
         preset_rows_ = [row for per_run in decoded for row in per_run.get(preset, [])]

@@ -228,8 +228,9 @@ _ROW_GROUP_BYTES = 64 * 1024 * 1024  # the Hub's viewer wants row groups well un
 def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
     """A table with exactly `SCHEMAS[preset]`, whatever the rows hold (all-null columns keep their type).
 
-    Rows may come straight from `run_row` / `preset_rows` or back from JSON (`json.dumps(row, default=str)`):
-    timestamps given as ISO strings are parsed (naive = UTC).
+    Rows may come straight from `run_row` / `preset_rows` or back from the export buffer (`ledger.decode_rows`):
+    timestamps given as ISO strings are parsed (naive = UTC). Strings with a zone (what the buffer holds) are
+    parsed by Arrow, column by column; anything else (datetimes, naive strings) row by row in Python.
     """
     schema = SCHEMAS.get(preset)
     if schema is None:
@@ -238,18 +239,48 @@ def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
     names = set(schema.names)
     required = [field.name for field in schema if not field.nullable]
     for index, row in enumerate(rows):
-        unknown = set(row) - names
+        unknown = row.keys() - names
         if unknown:  # from_pylist would drop them silently
             raise ValueError(f"{preset} row {index}: unknown columns {sorted(unknown)}")
         missing = [name for name in required if row.get(name) is None]
         if missing:  # from_pylist would accept the null and the parquet writer fail later
             raise ValueError(f"{preset} row {index}: {', '.join(missing)} must not be null")
+    table = _with_zoned_text_times(rows, preset)
+    if table is not None:
+        return table
     rows = _timestamps_parsed(rows, schema)
     try:
         return pa.Table.from_pylist(rows, schema=schema)
     except UnicodeEncodeError:
         # Streamed tokens can end in half an emoji (a lone surrogate), which UTF-8 cannot hold.
         return pa.Table.from_pylist(_without_surrogates(rows), schema=schema)
+
+
+def _text_times(kind: pa.DataType) -> pa.DataType:
+    """`kind` with every timestamp (at any depth) read as a string."""
+    if pa.types.is_timestamp(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(_text_times(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_text_times(field.type)) for field in kind])
+    return kind
+
+
+_TEXT_TIME_SCHEMAS = {name: pa.schema([field.with_type(_text_times(field.type)) for field in schema])
+                      for name, schema in SCHEMAS.items()}
+
+
+def _with_zoned_text_times(rows: list[Mapping], preset: str) -> pa.Table | None:
+    """The table built in C when every timestamp is an ISO string with a zone (or null): strings first, then one
+    cast. None when that cannot be done (a datetime object, a naive or unreadable string, a lone surrogate): the
+    row-by-row path decides, with its own errors."""
+    schema, text_schema = SCHEMAS[preset], _TEXT_TIME_SCHEMAS[preset]
+    try:
+        table = pa.Table.from_pylist(rows, schema=text_schema)
+        return table if text_schema == schema else table.cast(schema)
+    except (pa.ArrowException, UnicodeEncodeError, TypeError, ValueError):
+        return None
 
 
 def _has_timestamp(kind: pa.DataType) -> bool:
