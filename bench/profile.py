@@ -98,7 +98,7 @@ def summary(path: Path | None, title: str, n: int = 12) -> list[str]:
     if path is None:
         return [f"{title}: no profile (py-spy is not installed: pip install -r requirements-dev.txt)"]
     samples, own, total = top(path, n)
-    lines = [f"**{title}** ({samples:,} samples of the thread holding the GIL, py-spy --gil --nonblocking, 100 Hz)",
+    lines = [f"**{title}** ({samples:,} samples of the thread holding the GIL, py-spy --gil --nonblocking)",
              "",
              "| self | function | | total | function |", "|---|---|---|---|---|"]
     for i in range(max(len(own), len(total))):
