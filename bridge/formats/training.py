@@ -113,20 +113,25 @@ def _tools(run: Mapping) -> str | None:
 
 
 class _Run:
-    """One run's prompt, output and correction, each read at most once."""
+    """One run's prompt, output and correction, each read at most once (shared by every preset of the run)."""
 
     def __init__(self, run: Mapping, feedback: list[dict]) -> None:
         self.run, self.feedback = run, feedback
         self.run_id = run_id_of(run)
         self.prompt = extract_messages(run.get("inputs"), default_role="user")
+        self._read: dict[str, list[dict] | None] = {}
 
     def output(self) -> list[dict] | None:
-        outputs = extract_messages(self.run.get("outputs"), default_role="assistant")
-        return completion_of(self.prompt or [], outputs)
+        if "output" not in self._read:
+            outputs = extract_messages(self.run.get("outputs"), default_role="assistant")
+            self._read["output"] = completion_of(self.prompt or [], outputs)
+        return self._read["output"]
 
     def correction(self) -> list[dict] | None:
-        corrected = extract_messages(_latest_correction(self.feedback), default_role="assistant")
-        return completion_of(self.prompt or [], corrected)
+        if "correction" not in self._read:
+            corrected = extract_messages(_latest_correction(self.feedback), default_role="assistant")
+            self._read["correction"] = completion_of(self.prompt or [], corrected)
+        return self._read["correction"]
 
 
 def _sft(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
@@ -189,12 +194,30 @@ def preset_rows(preset: str, run: Any, feedback: list[dict], *, positive_thresho
     count as scores (default: all, so an automatic evaluator's low score also blocks sft). The `runs` preset is
     built with `runs.run_row` (it needs rule id, links and feedback URLs), not here.
     """
+    return presets_rows([preset], run, feedback, positive_threshold=positive_threshold,
+                        feedback_keys=feedback_keys)[preset]
+
+
+def presets_rows(presets: Iterable[str], run: Any, feedback: list[dict], *, positive_threshold: float = 1.0,
+                 feedback_keys: Collection[str] | None = None) -> dict[str, tuple[list[dict], str | None]]:
+    """`preset_rows` of several training presets for one run, its messages read once: preset -> (rows, reason)."""
+    builders = {preset: _builder(preset) for preset in presets}
+    if not builders:
+        return {}
+    item = _Run(as_dict(run), _considered(feedback, feedback_keys))
+    out = {}
+    for preset, builder in builders.items():
+        row, reason = builder(item, positive_threshold)
+        out[preset] = ([row] if row else []), reason
+    return out
+
+
+def _builder(preset: str) -> Any:
     builder = _BUILDERS.get(preset)
     if builder is None:
         raise ValueError(f"unknown training preset {preset!r}: expected one of {', '.join(TRAINING_PRESETS)}"
                          + (" (the runs preset is built with bridge.formats.runs.run_row)" if preset == "runs" else ""))
-    row, reason = builder(_Run(as_dict(run), _considered(feedback, feedback_keys)), positive_threshold)
-    return ([row] if row else []), reason
+    return builder
 
 
 def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: Mapping[str, list[dict]], *,
@@ -210,9 +233,9 @@ def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: M
     for run in runs:
         run = as_dict(run)
         feedback = feedback_by_run.get(run_id_of(run), [])
-        for preset in wanted:
-            found, reason = preset_rows(preset, run, feedback, positive_threshold=positive_threshold,
-                                        feedback_keys=feedback_keys)
+        built = presets_rows(wanted, run, feedback, positive_threshold=positive_threshold,
+                             feedback_keys=feedback_keys)
+        for preset, (found, reason) in built.items():
             rows[preset].extend(found)
             if reason:
                 counts = skipped.setdefault(preset, {})
