@@ -104,6 +104,8 @@ def compile_rules(rules: list[str | Mapping] | None, *, key: str = "redact") -> 
     return tuple(compiled)
 
 
+_SCALARS = (int, float, bool, type(None))
+
 # Run fields that carry user or model text; ids, times and links are left alone.
 RUN_TEXT_FIELDS = ("inputs", "outputs", "error", "extra", "tags")
 FEEDBACK_TEXT_FIELDS = ("comment", "correction", "value")
@@ -131,12 +133,24 @@ class Redactor:
     def apply(self, value: Any) -> Any:
         if not self.rules:
             return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        kind = type(value)  # exact types first: JSON gives only these, and ABC checks cost more than the rest
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            return {k: self._walk(v) for k, v in value.items()}
+        if kind is list:
+            return [self._walk(v) for v in value]
+        if kind in _SCALARS:
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {k: self.apply(v) for k, v in value.items()}
+            return {k: self._walk(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self.apply(v) for v in value]
+            return [self._walk(v) for v in value]
         return value
 
     def _fields(self, item: Any, fields: tuple[str, ...]) -> dict:
