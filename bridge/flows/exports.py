@@ -360,8 +360,10 @@ def flush_repo(job: Any, ctx: Any) -> dict:
                        if t.repo == repo and t.current_rule_id})
     for attempt in range(3):
         try:
-            while flush_once(rt, target, rule_ids, counts):
-                pass  # a full batch: commit the next one now; a partial one waits for the next window
+            # After a full batch the next one goes now only when it is full too: a partial rest waits for the next
+            # window (committing it at once made a second windowed commit in a window that already had one).
+            while flush_once(rt, target, rule_ids, counts) and rt.ledger.pending(repo) >= target.max_rows_per_commit:
+                pass
             break
         except UpstreamError as exc:
             if exc.status not in (409, 412) or attempt == 2:
