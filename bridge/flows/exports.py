@@ -349,6 +349,25 @@ def run_flush(job: Any, ctx: Any) -> dict:
         return flush_repo(job, ctx)
 
 
+def commit_batches(rt: Any, target: ExportTarget, rule_ids: list[str], counts: dict) -> None:
+    """Full batches at once, a partial one at most once per flush window. A flush started early for a full batch
+    may find less (a running flush's rows were still counted when it was scheduled, or the full batch is gone):
+    when this window already had its partial commit, the rest waits for the next one."""
+    repo = target.repo
+    partial_windows = rt.extras.setdefault("partial_windows", {})  # repo -> window of its last partial commit
+    while True:
+        window = math.floor(rt.store.clock() / target.flush_seconds) if target.flush_seconds > 0 else None
+        if (window is not None and partial_windows.get(repo) == window
+                and rt.ledger.pending(repo) < target.max_rows_per_commit):
+            return
+        before = counts["commits"]
+        if flush_once(rt, target, rule_ids, counts):
+            continue  # a full batch: the next one may go now too
+        if counts["commits"] > before and window is not None:
+            partial_windows[repo] = window
+        return
+
+
 def flush_repo(job: Any, ctx: Any) -> dict:
     rt, repo = ctx.services, job.payload["repo"]
     target = rt.settings.config.repo_target(repo)
@@ -360,10 +379,7 @@ def flush_repo(job: Any, ctx: Any) -> dict:
                        if t.repo == repo and t.current_rule_id})
     for attempt in range(3):
         try:
-            # After a full batch the next one goes now only when it is full too: a partial rest waits for the next
-            # window (committing it at once made a second windowed commit in a window that already had one).
-            while flush_once(rt, target, rule_ids, counts) and rt.ledger.pending(repo) >= target.max_rows_per_commit:
-                pass
+            commit_batches(rt, target, rule_ids, counts)
             break
         except UpstreamError as exc:
             if exc.status not in (409, 412) or attempt == 2:
