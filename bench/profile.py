@@ -18,8 +18,16 @@ from collections import Counter
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
-PLUMBING = ("(threading.py)", "(concurrent/futures/thread.py)", "(asyncio/events.py)", "(asyncio/base_events.py)",
-            "(bridge/workers.py)", "(bridge/jobs.py)")  # on every stack of their thread: left out of "total"
+PLUMBING = ("(threading.py)", "(concurrent/futures/thread.py)", "(bridge/workers.py)", "(bridge/jobs.py)",
+            "(bridge/tracing.py)")  # on every stack of their thread: left out of "total"
+FRAMEWORK = ("asyncio/", "uvicorn/", "starlette/", "fastapi/", "anyio/", "gradio/", "h11/")  # the server's layers
+
+
+def _plumbing(frame: str) -> bool:
+    """Frames every request or job passes through, left out of "total" (they would fill it)."""
+    return frame.endswith(PLUMBING) or frame.rpartition(" (")[2].startswith(FRAMEWORK)
+
+
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -39,7 +47,7 @@ class Profiler:
     """py-spy attached to `pid` until `stop()`; a no-op (and `path` None) when py-spy is not installed."""
 
     def __init__(self, pid: int, path: Path, rate: int = 100) -> None:
-        self.path, self.proc = path, None
+        self.path, self.proc, self.rate = path, None, rate
         exe = shutil.which("py-spy")
         if exe is None:
             self.path = None
@@ -87,7 +95,7 @@ def top(path: Path, n: int = 12) -> tuple[int, list[tuple[str, float]], list[tup
         samples += weight
         own[frames[-1]] += weight
         for frame in set(frames):
-            if not frame.endswith(PLUMBING):
+            if not _plumbing(frame):
                 total[frame] += weight
     share = (lambda c: [(name, k / samples) for name, k in c.most_common(n)]) if samples else (lambda c: [])
     return samples, share(own), share(total)
