@@ -17,6 +17,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from . import end_process
+
 TICKS = os.sysconf("SC_CLK_TCK")
 PLUMBING = ("(threading.py)", "(concurrent/futures/thread.py)", "(bridge/workers.py)", "(bridge/jobs.py)",
             "(bridge/tracing.py)")  # on every stack of their thread: left out of "total"
@@ -60,12 +62,7 @@ class Profiler:
     def stop(self) -> Path | None:
         if self.proc is None:
             return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        end_process(self.proc, signal.SIGINT, 60)  # SIGINT: py-spy writes what it sampled, then exits
         return self.path if self.path and self.path.exists() else None
 
 
