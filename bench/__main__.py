@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only ack,upload,export,latency,backfill] [--out bench/results.md]`
+"""`python -m bench [--quick] [--only ack,upload,export,latency,backfill] [--out bench/results.md] [--profile DIR]`
 
 Runs every benchmark, prints one table, and writes the Markdown for the README's "Performance" section (a full run
 writes bench/results.md; a --quick run only prints unless --out is given).
@@ -32,7 +32,7 @@ class Sizes:
     c32_per_worker: int = 20              # per round, at concurrency 32 (640 requests)
     warmup: int = 3                       # per worker, not measured
     upload_rows: int = 20_000
-    bg_deliveries: int = 50               # export deliveries trickled in during the background phase
+    bg_deliveries: int = 100              # export deliveries (100 runs each) running in the background phase
     bg_upload_rows: int = 20_000
     export_deliveries: int = 100          # of 100 runs each
     export_repeats: int = 3
@@ -52,10 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, small files (about a minute)")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--out", type=Path, default=None, help="where to write the Markdown table")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample the app with py-spy during the export rounds and the c=32 acknowledgements "
+                             "(raw stacks in DIR; the top lines go into the table's Markdown)")
     return parser.parse_args(argv)
 
 
-def run_shared_stack(chosen: set[str], sizes: Sizes, report: Report) -> None:
+def run_shared_stack(chosen: set[str], sizes: Sizes, report: Report, profile_dir: Path | None) -> None:
     """Acknowledgement latency (quiet, then with background work) and the experiment upload share one bridge."""
     with stack(payloads.bridge_config(f"{USER}/ack-feedback")) as s:
         bare = start_bare(s.root)
@@ -63,13 +66,13 @@ def run_shared_stack(chosen: set[str], sizes: Sizes, report: Report) -> None:
             endpoints = ack.prepare(s, bare) if "ack" in chosen else []
             if endpoints:
                 step("1 acknowledgement latency, quiet")
-                ack.report_quiet(endpoints, ack.quiet(endpoints, sizes), report, sizes.rounds)
+                ack.report_quiet(endpoints, ack.quiet(endpoints, sizes, s, profile_dir, report), report, sizes.rounds)
             if "upload" in chosen:
                 step("3 experiment upload")
                 upload.run(s, sizes, report)
             if endpoints:
                 step("1 acknowledgement latency, with background work")
-                ack.background(s, endpoints, sizes, report)
+                ack.background(s, endpoints, sizes, report, profile_dir)
         finally:
             bare.stop()
 
@@ -122,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     started = time.time()
     if {"ack", "upload"} & chosen:
-        run_shared_stack(chosen, sizes, report)
+        run_shared_stack(chosen, sizes, report, args.profile)
     if "export" in chosen:
         step("2 export throughput and calls")
-        exports.run(sizes, report)
+        exports.run(sizes, report, profile_dir=args.profile)
     if "latency" in chosen:
         step(f"4 export with +{LATENCY * 1000:.0f} ms per upstream call")
         exports.run(sizes, report, latency=LATENCY)

@@ -24,6 +24,8 @@ os.environ["LANGSMITH_TRACING"] = "false"
 from huggingface_hub import CommitOperationAdd, HfApi  # noqa: E402
 from langsmith import Client  # noqa: E402
 
+from bench.profile import cpu_times  # noqa: E402  (the same /proc/<pid>/stat reading as for the bridge)
+
 
 def handle(delivery: dict, number: int, ls: Client, hf: HfApi, repo: str) -> int:
     runs = delivery["runs"]
@@ -50,10 +52,11 @@ def main(spec: dict) -> dict:
     hf = HfApi(endpoint=spec["hub_url"], token=spec["hub_token"])
     hf.create_repo(spec["repo"], repo_type="dataset", private=True, exist_ok=True)
     deliveries = [json.loads(Path(p).read_text()) for p in spec["bodies"]]
-    started = time.time()
+    started, cpu = time.time(), cpu_times()
     with ThreadPoolExecutor(spec["workers"]) as pool:
         rows = sum(pool.map(lambda item: handle(item[1], item[0], ls, hf, spec["repo"]), enumerate(deliveries)))
-    return {"started": started, "finished": time.time(), "rows": rows}
+    return {"started": started, "finished": time.time(), "rows": rows, "cpu": sum(cpu_times()) - sum(cpu),
+            "system": cpu_times()[1] - cpu[1]}
 
 
 if __name__ == "__main__":

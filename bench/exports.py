@@ -18,19 +18,22 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from bridge.objects import ObjectFetcher  # noqa: F401 - quoted in the latency note
 
-from . import ROOT, load, payloads
+from . import ROOT, load, payloads, profile
 from .report import Report, median, ms, percentile
-from .stack import HF_TOKEN, LANGSMITH_WEBHOOK_SECRET, LS_KEY, USER, Stack, base_env, stack
+from .stack import HF_TOKEN, LANGSMITH_WEBHOOK_SECRET, LS_KEY, USER, Stack, base_env, stack, wait_until
 
 REPO = f"{USER}/export-feedback"
 BASELINE_REPO = f"{USER}/baseline-feedback"
 FLUSH_SECONDS = 5
 TARGET_ROWS_PER_SECOND = 2000
+TARGET_CPU_PER_ROW = 0.6e-3            # seconds of app-process CPU (user + system) per committed row
+TARGET_RATIO = {False: 1.5, True: 10.0}  # rows/s vs the baseline in the same run: no latency / +50 ms
 UUID_PATH = re.compile(r"^(/api/v1)?/runs/[0-9a-f-]{36}$")
 COMMIT_TITLE = re.compile(r"\bAdd (\d+) run\(s\)$")  # "[hub-langsmith-bridge] Add 5000 run(s)"
 
@@ -48,6 +51,9 @@ class Outcome:
     started: float = 0.0                   # when the first delivery was sent
     acks: list[float] = field(default_factory=list)  # the deliveries' acknowledgement latencies (bridge only)
     commits: list[tuple[float, int]] = field(default_factory=list)  # (when, runs) of the bridge's commits
+    cpu: float = math.nan                  # user + system CPU seconds of the app (or baseline) process meanwhile
+    system: float = math.nan               # of which system
+    buffered: float = math.nan             # seconds from the first delivery until no export job was left (bridge)
 
     @property
     def full_batches(self) -> int:
@@ -66,6 +72,10 @@ class Outcome:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else math.nan
+
+    @property
+    def cpu_per_row(self) -> float:
+        return self.cpu / self.rows if self.rows else math.nan
 
     @property
     def api_requests(self) -> int:
@@ -137,16 +147,24 @@ def repo_commits(stack: Stack, repo: str) -> dict[str, tuple[float, int]]:
     return out
 
 
-def bridge_run(stack: Stack, paths: list[str], report: Report, section: str) -> Outcome:
+def bridge_run(stack: Stack, paths: list[str], report: Report, section: str,
+               profile_to: Path | None = None) -> Outcome:
     stack.wait_idle(120)
     before, _ = committed_rows(stack, REPO)
     old_commits = repo_commits(stack, REPO)
     stack.clear_logs()
+    profiler = profile.Profiler(stack.app.pid, profile_to) if profile_to else None
+    cpu_before = profile.cpu_times(stack.app.pid)
     sent = load.drive({"url": f"{stack.app.url}/webhooks/langsmith?secret={LANGSMITH_WEBHOOK_SECRET}",
                        "bodies": paths, "concurrency": 4, "requests": len(paths)})
     first = min(sent["sent_at"])
+    wait_until(lambda: jobs_done(stack), 1800, "the export jobs to finish", interval=0.1)
+    buffered = time.time() - first
     stack.wait_idle(1800)
     seconds = time.time() - first
+    user, system = (after - before for after, before in zip(profile.cpu_times(stack.app.pid), cpu_before))
+    if profiler:
+        profiler.stop()
     smith, hub, commit_times, statuses = counts(stack)
     rows, distinct = committed_rows(stack, REPO)
     if rows != distinct:
@@ -156,7 +174,14 @@ def bridge_run(stack: Stack, paths: list[str], report: Report, section: str) -> 
     commits = sorted(c for oid, c in repo_commits(stack, REPO).items() if oid not in old_commits)
     if len(commits) != hub["commits"]:
         report.note(f"{section}: {hub['commits']} commit request(s) for {len(commits)} new commit(s) on {REPO}.")
-    return Outcome(len(paths), seconds, rows - before, smith, hub, commit_times, first, sent["latencies"], commits)
+    return Outcome(len(paths), seconds, rows - before, smith, hub, commit_times, first, sent["latencies"], commits,
+                   user + system, system, buffered)
+
+
+def jobs_done(stack: Stack) -> bool:
+    """No job queued or running: every row is mapped and buffered; the flush waits for its window (`scheduled`)."""
+    jobs = stack.app.jobs()
+    return jobs["queued"] == 0 and jobs["running"] == 0
 
 
 def baseline_run(stack: Stack, paths: list[str], repo: str, workers: int = 2) -> Outcome:
@@ -173,11 +198,13 @@ def baseline_run(stack: Stack, paths: list[str], repo: str, workers: int = 2) ->
     result = json.loads(out)
     smith, hub, commit_times, _ = counts(stack)
     files = [p for p in stack.hub.list_files(repo) if p.startswith("deliveries/")]
-    return Outcome(len(paths), result["finished"] - result["started"], len(files), smith, hub, commit_times)
+    return Outcome(len(paths), result["finished"] - result["started"], len(files), smith, hub, commit_times,
+                   cpu=result["cpu"], system=result["system"])
 
 
-def run(sizes, report: Report, latency: float = 0.0) -> None:
-    """`repeats` rounds, each on its own runs: the bridge's deliveries, then the baseline's."""
+def run(sizes, report: Report, latency: float = 0.0, profile_dir: Path | None = None) -> None:
+    """`repeats` rounds, each on its own runs: the bridge's deliveries, then the baseline's. With `profile_dir`,
+    py-spy samples the app during the bridge's rounds and the report gets the profile's top lines."""
     bridge_n = sizes.latency_bridge_deliveries if latency else sizes.export_deliveries
     baseline_n = sizes.latency_baseline_deliveries if latency else sizes.export_deliveries
     repeats = sizes.latency_repeats if latency else sizes.export_repeats
@@ -190,7 +217,11 @@ def run(sizes, report: Report, latency: float = 0.0) -> None:
         s.set_latency(latency)
         for round_no in range(repeats):
             chunk = paths[round_no * per_round:(round_no + 1) * per_round]
-            bridges.append(bridge_run(s, chunk[:bridge_n], report, section))
+            where = profile_dir / f"export-{'latency-' if latency else ''}{round_no}.txt" if profile_dir else None
+            bridges.append(bridge_run(s, chunk[:bridge_n], report, section, where))
+            if where is not None:
+                report.profiles.append(profile.summary(where if where.exists() else None,
+                                                       f"{section}, round {round_no + 1}: the bridge's app process"))
             baselines.append(baseline_run(s, chunk[:baseline_n], f"{BASELINE_REPO}-{round_no}"))
         s.set_latency(0.0)
     report_export(report, section, bridges, baselines, latency)
@@ -221,6 +252,13 @@ def report_export(report: Report, section: str, bridges: list[Outcome], baseline
     report.add(section, f"rows per second ({rounds})", f"{speed:,.0f}",
                f"baseline {base_speed:,.0f} (bridge {speed / base_speed:.2f}×)",
                *((f"≥ {TARGET_ROWS_PER_SECOND:,}", speed >= TARGET_ROWS_PER_SECOND) if not latency else ("", None)))
+    mapped = median([o.rows / o.buffered for o in bridges if o.buffered > 0])
+    report.add(section, f"  rows per second until every row was mapped and buffered, the flush window's wait left out "
+                        f"({rounds})", f"{mapped:,.0f}", f"baseline {base_speed:,.0f} (bridge {mapped / base_speed:.2f}×)")
+    report_cpu(report, section, rounds, bridges, baselines)
+    ratio = speed / base_speed
+    report.add(section, f"rows per second, bridge ÷ baseline ({rounds})", f"{ratio:.2f}×", "",
+               f"≥ {TARGET_RATIO[bool(latency)]:g}×", ratio >= TARGET_RATIO[bool(latency)])
     acks = [a for o in bridges for a in o.acks]
     report.add(section, "the deliveries' acknowledgements (c=4): p50 / p99 / slowest",
                f"{ms(percentile(acks, 50))} / {ms(percentile(acks, 99))} / {ms(max(acks))}")
@@ -255,6 +293,18 @@ def report_export(report: Report, section: str, bridges: list[Outcome], baseline
     report.add(section, "Hub requests per 100 runs (all kinds)",
                spread([o.per_100_runs(sum(o.hub.values())) for o in bridges]),
                f"baseline {spread([o.per_100_runs(sum(o.hub.values())) for o in baselines])}")
+
+
+def report_cpu(report: Report, section: str, rounds: str, bridges: list[Outcome],
+               baselines: list[Outcome]) -> None:
+    ours, theirs = median([o.cpu_per_row for o in bridges]), median([o.cpu_per_row for o in baselines])
+    system = median([o.system / o.rows for o in bridges if o.rows])
+    base_system = median([o.system / o.rows for o in baselines if o.rows])
+    report.add(section, f"app-process CPU per committed row, user + system from /proc/<pid>/stat ({rounds})",
+               f"{ours * 1000:.2f} ms ({spread([round(o.cpu_per_row * 1000, 2) for o in bridges])}), "
+               f"of which system {system * 1000:.2f} ms",
+               f"baseline script {theirs * 1000:.2f} ms, of which system {base_system * 1000:.2f} ms",
+               f"≤ {TARGET_CPU_PER_ROW * 1000:g} ms", ours <= TARGET_CPU_PER_ROW)
 
 
 def report_api_ratio(report: Report, section: str, bridges: list[Outcome], baselines: list[Outcome]) -> None:

@@ -76,6 +76,7 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    profiles: list[list[str]] = field(default_factory=list)  # Markdown blocks (bench.profile.summary)
 
     def add(self, section: str, what: str, value: str, reference: str = "", target: str = "",
             ok: bool | None = None) -> None:
@@ -92,6 +93,8 @@ class Report:
         for row in self.rows:
             lines.append(_line((row.section, row.what, row.value, row.reference, row.target, row.verdict()), widths))
         lines += ["", *[f"* {n}" for n in self.notes]]
+        for block in self.profiles:
+            lines += ["", *block]
         return "\n".join(lines)
 
     def markdown(self, facts: dict[str, str], title: str) -> str:
@@ -102,6 +105,10 @@ class Report:
             cells = (row.section, row.what, row.value, row.reference, row.target, row.verdict())
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", *[f"- {n}" for n in self.notes], ""]
+        if self.profiles:
+            lines += ["#### Profiles (the app process)", ""]
+            for block in self.profiles:
+                lines += [*block, ""]
         return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from bridge.sandbox.hub import HubEmulator
 from bridge.sandbox.langsmith_emu import LangSmithEmulator
 from bridge.sandbox.server import ServerHandle
 
-from . import ROOT
+from . import ROOT, end_process
 
 USER = "bench-user"
 HF_TOKEN = "hf_bench_token_7c1d0e"
@@ -102,12 +102,7 @@ class Process:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+            end_process(self.proc, signal.SIGTERM, 15)
         self._log.close()
 
 

@@ -120,4 +120,5 @@ def read_rule_delivery(body: bytes | str) -> RuleDelivery | None:
     except (msgspec.MsgspecError, RecursionError):
         return None
     fields = msgspec.structs.asdict(head)
-    return RuleDelivery.model_construct(**{**fields, "runs": [{"id": run.id} for run in head.runs]})
+    # Every field given (raw too): a default_factory makes pydantic inspect its signature on each construct.
+    return RuleDelivery.model_construct(**{**fields, "runs": [{"id": run.id} for run in head.runs], "raw": {}})

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
+
+_encoder = msgspec.json.Encoder(enc_hook=str)  # what JSON has no type for (UUIDs, Decimals) as text, like default=str
+
 
 def iso_time(value: Any) -> str | None:
     """One text form for end times (from rows and from parquet), so MAX() in SQL orders them by time."""
@@ -29,9 +33,29 @@ def iso_time(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).isoformat()
 
 
+def encode_rows(per_preset: dict[str, list[dict]]) -> str:
+    """One run's rows (preset -> rows) as the text `export_buffer.rows` holds: JSON, times as ISO strings with a zone
+    (`run_row` makes every time UTC-aware), so `training.to_table` parses them column by column."""
+    return _json_text(per_preset)
+
+
+def _json_text(value: Any) -> str:
+    """JSON text, by msgspec. A lone surrogate (half an emoji from a stream) has no UTF-8 form: such a value is
+    written with JSON escapes by the json module instead."""
+    try:
+        return _encoder.encode(value).decode()
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str)
+
+
 def decode_rows(text: str) -> dict[str, list[dict]]:
-    """A buffered (or pending) run's rows: preset -> rows, as `flows.exports.rows_for_target` mapped them."""
-    return json.loads(text)
+    """The rows of one buffered run, preset -> rows: every reader of `export_buffer.rows` goes through here. Text
+    written by older versions (`json.dumps`) reads the same; escapes msgspec does not take (a lone surrogate, NaN)
+    fall back to the json module."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -111,7 +135,7 @@ class Ledger:
                                     (repo, rid)).fetchone() or exported
                 if kept is not None and (kept["feedback_hash"] == prints.get(rid) or (kept["feedback_at"] or 0) >= at):
                     continue  # holds rows of the same feedback, or of feedback read later
-                text = json.dumps(per_preset, default=str)
+                text = encode_rows(per_preset)
                 # A new row id, so a flush that read the older row meanwhile can tell (see `record_commit`).
                 conn.execute(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", (repo, rid))
                 if exported:
@@ -335,7 +359,8 @@ class Ledger:
     def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
         """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
         conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                         [(repo, r["run_id"], now, json.dumps(decode_rows(r["rows"])["runs"][0])) for r in rows])
+                         [(repo, r["run_id"], now, _json_text(decode_rows(r["rows"])["runs"][0]))
+                          for r in rows])
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 
@@ -353,7 +378,7 @@ class Ledger:
             before = json.loads(old["row"])
             row = {**row, "exported_at": before.get("exported_at"), "updated_at": updated_at or before.get("updated_at")}
             conn.execute("UPDATE recent_runs SET row = ? WHERE repo = ? AND run_id = ?",
-                         (json.dumps(row, default=str), repo, run_id))
+                         (_json_text(row), repo, run_id))
 
     def recent(self, limit: int = 50) -> list[dict]:
         with self.db.read() as conn:

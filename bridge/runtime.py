@@ -161,3 +161,12 @@ def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
     app.post("/feedback/{token_id}", include_in_schema=False)(submit)
     app.get("/metrics", include_in_schema=False)(
         metrics_route(runtime.metrics, runtime.settings.metrics_token))
+    webhooks_first(app)
+
+
+def webhooks_first(app: Any) -> None:
+    """The two webhook routes move to the front of the router: Starlette tries routes in order, and gradio's own
+    (dozens, each a regex) would otherwise be tried before every delivery. No gradio route serves /webhooks/, so
+    nothing is shadowed."""
+    ours = [r for r in app.router.routes if getattr(r, "path", "") in (HUB_PATH, LANGSMITH_PATH)]
+    app.router.routes[:] = ours + [r for r in app.router.routes if r not in ours]

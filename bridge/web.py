@@ -33,6 +33,7 @@ log = logging.getLogger("bridge.web")
 MAX_BODY_BYTES = 10 * 1024 * 1024
 INLINE_MAX_BYTES = 1024 * 1024  # a full JSON parse of this much takes ~5 ms: the most the event loop may spend
 SECRET_HEADER = "x-webhook-secret"
+BUSY_PAUSES = (0.0, 0.0005, 0.001, 0.002, 0.004)  # seconds the event loop waits, each time the write lock is held
 
 
 class Rejection(Exception):
@@ -121,33 +122,52 @@ class WebhookEndpoint:
         return JSONResponse(body, status_code=status)
 
     async def _accept_soon(self, raw: bytes) -> tuple[int, dict]:
-        """On the event loop when the database is free and the body small (about a tenth of a millisecond): a thread
-        hop would cost more than the work, and concurrent deliveries would trade the GIL back and forth. Otherwise
-        in a thread of its own, so the event loop never waits for a job's transaction or a big parse. (One thread
-        for all of them was tried: 32 deliveries then took turns with the jobs for the write lock, 1.2 s for the
-        last.)"""
-        if len(raw) <= INLINE_MAX_BYTES:
+        """On the event loop when the body is small (about a tenth of a millisecond): a thread hop would cost more
+        than the work, and concurrent deliveries would trade the GIL back and forth. While another thread holds the
+        database's write lock (a job's or another delivery's transaction, usually well under a millisecond), the
+        loop serves other requests and tries again a few times before this delivery takes a thread of its own; a
+        big body is parsed in a thread too, so the event loop never waits for a job's transaction or a big parse.
+        (One thread for all of them was tried: 32 deliveries then took turns with the jobs for the write lock, 1.2 s
+        for the last. Going to a thread at the first busy lock made deliveries at c=32 queue behind each other's
+        thread hops.)"""
+        if len(raw) > INLINE_MAX_BYTES:
+            return await anyio.to_thread.run_sync(self._accept, raw, True)
+        prepared = self._guarded(self._prepare, raw)
+        for pause in BUSY_PAUSES:
             try:
-                return self._accept(raw, wait=False)
+                return self._guarded(self._record, prepared, False)
             except WriteBusy:
-                pass
-        return await anyio.to_thread.run_sync(self._accept, raw, True)
+                await anyio.sleep(pause)
+        return await anyio.to_thread.run_sync(self._guarded, self._record, prepared, True)
 
     def _accept(self, raw: bytes, wait: bool) -> tuple[int, dict]:
+        return self._guarded(self._store, raw, wait)
+
+    @staticmethod
+    def _guarded(step: Callable, *args: Any) -> Any:
         try:
-            return self._store(raw, wait)
+            return step(*args)
         except UnicodeEncodeError:
             raise Rejection(400, "body contains text that is not valid Unicode (an unpaired surrogate escape)") from None
         except RecursionError:
             raise Rejection(400, "body is nested too deeply") from None
 
     def _store(self, raw: bytes, wait: bool) -> tuple[int, dict]:
+        return self._record(self._prepare(raw), wait)
+
+    def _prepare(self, raw: bytes) -> tuple[str, object]:
+        """Decoded, parsed and routed: (text, what `route` answered)."""
         text = decode(raw)
         try:
             delivery = (self.fast_parse and self.fast_parse(raw)) or self.parse(parse_json(text))
         except PayloadError as exc:
             raise Rejection(422, str(exc)) from None
-        routed = self.route(delivery)
+        return text, self.route(delivery)
+
+    def _record(self, prepared: tuple[str, object], wait: bool) -> tuple[int, dict]:
+        """Stores the delivery and its jobs; with `wait=False`, raises WriteBusy (nothing stored) when another thread
+        is writing."""
+        text, routed = prepared
         if isinstance(routed, CancelQueued):
             cancelled = self.store.record_cancelling_delivery(self.source, text, routed.key_prefix, routed.reason,
                                                               wait=wait)

@@ -216,6 +216,30 @@ def test_commit_failure_rows_go_out_with_the_next_commit(hub, smith, make_bridge
     assert len(bridge_commits(hub)) == 1
 
 
+def test_a_partial_batch_goes_at_most_once_per_window(hub, smith, make_bridge):
+    """Full batches go at once; what is left after them waits for the next window when this window already had
+    its partial commit (the flush window's promise: one commit per repo per window, full batches aside)."""
+    runtime = make_bridge(config(flush=60, presets="[runs]", extra="    max_rows_per_commit: 3"))
+    clock = [1_800_000_000.0 + 10]
+    runtime.store.clock = lambda: clock[0]
+    first = seed(smith, 1)
+    deliver(runtime, smith.webhook_payload(RULE, first))
+    run_jobs(runtime)
+    clock[0] += 60  # the next window: the waiting run goes out, a partial commit
+    run_jobs(runtime)
+    assert len(bridge_commits(hub)) == 1
+    more = seed(smith, 4)
+    deliver(runtime, smith.webhook_payload(RULE, more))  # a full batch and one run more, in the same window
+    run_jobs(runtime)
+    assert [c["title"].split("] ")[-1] for c in bridge_commits(hub)] in (["Add 3 run(s)", "Add 1 run(s)"],
+                                                                          ["Add 1 run(s)", "Add 3 run(s)"])
+    assert runtime.ledger.pending(REPO) == 1
+    clock[0] += 60
+    run_jobs(runtime)
+    assert len(bridge_commits(hub)) == 3 and runtime.ledger.pending(REPO) == 0
+    assert sorted(r["run_id"] for r in read_rows(hub)) == sorted(first + more)
+
+
 def test_hub_permission_error_names_repo(hub, smith, make_bridge):
     runtime = make_bridge(config(presets="[runs]"), HF_TOKEN="hf_read_only_token")
     hub.create_repo(REPO)

@@ -23,6 +23,7 @@ from bridge.formats.runs import (
     trace_id,
 )
 from bridge.formats.training import to_parquet_bytes, to_table
+from bridge.ledger import decode_rows, encode_rows
 
 UTC = timezone.utc
 WEB = "https://smith.langchain.com"
@@ -307,6 +308,26 @@ def test_rows_buffered_as_json_give_the_same_table():
     buffered = json.loads(json.dumps(rows, default=str))
     assert isinstance(buffered[0]["feedback"][0]["created_at"], str)
     assert to_table("runs", buffered).equals(to_table("runs", rows))
+
+
+@pytest.mark.parametrize("encode", [
+    lambda rows: encode_rows({"runs": rows}),                   # what the buffer holds now (msgspec)
+    lambda rows: json.dumps({"runs": rows}, default=str),       # what older versions buffered
+], ids=["msgspec", "older-json"])
+def test_buffered_rows_read_back_to_the_same_parquet(encode):
+    rows = [full_row(), run_row(seed_run(), rule_id=None, feedback=[], feedback_urls=[], web_url=None)]
+    back = decode_rows(encode(rows))["runs"]
+    assert to_parquet_bytes(to_table("runs", back)) == to_parquet_bytes(to_table("runs", rows))
+
+
+def test_buffered_half_emoji_and_naive_times_still_export():
+    run = {"id": ROOT_ID, "inputs": {"partial": json.loads('"tok \\ud83d"')}}
+    row = run_row(run, rule_id=None, feedback=[], feedback_urls=[], web_url=None)
+    back = decode_rows(encode_rows({"runs": [row]}))["runs"]  # no UTF-8 form: written by json, read back by it
+    assert json.loads(to_table("runs", back).column("inputs")[0].as_py()) == {"partial": "tok \ufffd"}
+    naive = {**full_row(), "start_time": "2024-04-05T01:28:54.085646", "end_time": None}  # parsed row by row, as UTC
+    assert to_table("runs", [naive]).column("start_time")[0].as_py() == datetime(2024, 4, 5, 1, 28, 54, 85646,
+                                                                                tzinfo=UTC)
 
 
 def test_to_table_rejects_unknown_columns():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -30,6 +32,8 @@ def make_app() -> Starlette:
         Route("/big-streamed", lambda r: StreamingResponse(chunks())),
         Route("/gone", lambda r: Response(b"no", status_code=404)),
         Route("/busy", lambda r: Response(b"later", status_code=503)),
+        Route("/gzip", lambda r: Response(gzip.compress(b'{"ok": true}'), headers={"Content-Encoding": "gzip"})),
+        Route("/close", lambda r: Response(b'{"ok": true}', headers={"Connection": "close"})),
     ])
 
 
@@ -72,6 +76,13 @@ def test_refuses_and_keeps_working(fetcher, path, message, transient):
     assert raised.value.transient is transient
     # Whatever was left unread on the connection, the next fetch gets a clean answer.
     assert fetcher.fetch("/blob") == b'{"ok": true}'
+
+
+def test_gzip_bodies_are_decoded_and_closed_connections_reopened(fetcher):
+    assert fetcher.fetch("/gzip") == b'{"ok": true}'  # as stored by an object store that compresses
+    # The server closes the kept connection after answering: the next GET opens a new one.
+    assert [fetcher.fetch(p) for p in ("/close", "/close", "/blob")] == [b'{"ok": true}'] * 3
+    assert fetcher.statuses == [200] * 4
 
 
 def test_unreachable_is_transient(fetcher):

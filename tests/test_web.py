@@ -175,3 +175,21 @@ def test_a_busy_database_delays_only_the_deliveries(app):
         response = pending.result(timeout=10)
     assert response.status_code == 202 and response.json()["status"] == "queued"
     assert app.store.get(response.json()["job_ids"][0]).payload["pr"] == 8
+
+
+def test_webhook_routes_are_tried_first_and_the_rest_still_answer():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from bridge.runtime import HUB_PATH, LANGSMITH_PATH, webhooks_first
+
+    app = FastAPI()
+    app.get("/config")(lambda: {"page": "config"})
+    app.get("/{anything}")(lambda anything: {"page": anything})  # like gradio's catch-alls for GET
+    app.post(HUB_PATH)(lambda: {"status": "hub"})
+    app.post(LANGSMITH_PATH)(lambda: {"status": "langsmith"})
+    webhooks_first(app)
+    assert [getattr(r, "path", None) for r in app.router.routes[:2]] == [HUB_PATH, LANGSMITH_PATH]
+    client = TestClient(app)
+    assert client.post(LANGSMITH_PATH).json() == {"status": "langsmith"}
+    assert client.get("/config").json() == {"page": "config"} and client.get("/x").json() == {"page": "x"}

@@ -28,10 +28,22 @@ class Rule:
     kind: str
     pattern: re.Pattern
     replacement: str
-    hint: str | None = None  # a substring every match contains: skips the regex on most strings
+    # What every match contains (a substring, any of several, or a cheap pattern): skips the full regex on most
+    # strings, which is most of redaction's cost on long prompts.
+    hint: str | tuple[str, ...] | re.Pattern | None = None
+
+    def may_match(self, value: str) -> bool:
+        hint = self.hint
+        if hint is None:
+            return True
+        if isinstance(hint, str):
+            return hint in value
+        if isinstance(hint, tuple):
+            return any(h in value for h in hint)
+        return hint.search(value) is not None
 
 
-def _rule(kind: str, regex: str, *, flags: int = 0, hint: str | None = None) -> Rule:
+def _rule(kind: str, regex: str, *, flags: int = 0, hint: str | tuple[str, ...] | None = None) -> Rule:
     return Rule(kind, re.compile(regex, flags), f"[REDACTED:{kind}]", hint)
 
 
@@ -47,11 +59,11 @@ PRESET_RULES: dict[str, tuple[Rule, ...]] = {
               flags=re.DOTALL, hint="PRIVATE KEY"),
         # Before the vendor keys, so `Bearer sk-...` counts once, as a bearer token.
         Rule("bearer_token", re.compile(r"\b(Bearer)[ \t]+[A-Za-z0-9\-._~+/]{16,}=*", re.IGNORECASE),
-             r"\1 [REDACTED:bearer_token]"),
+             r"\1 [REDACTED:bearer_token]", re.compile("bearer", re.IGNORECASE)),
         _rule("openai_key", r"\bsk-[A-Za-z0-9_\-]{20,}", hint="sk-"),            # sk-..., sk-proj-..., sk-ant-...
         _rule("hf_token", r"\bhf_[A-Za-z0-9]{30,}", hint="hf_"),
         _rule("langsmith_key", r"\b(?:lsv2_[A-Za-z0-9_]{20,}|ls__[A-Za-z0-9]{20,})", hint="ls"),
-        _rule("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+        _rule("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", hint=("AKIA", "ASIA")),
     ),
 }
 
@@ -92,6 +104,8 @@ def compile_rules(rules: list[str | Mapping] | None, *, key: str = "redact") -> 
     return tuple(compiled)
 
 
+_SCALARS = (int, float, bool, type(None))
+
 # Run fields that carry user or model text; ids, times and links are left alone.
 RUN_TEXT_FIELDS = ("inputs", "outputs", "error", "extra", "tags")
 FEEDBACK_TEXT_FIELDS = ("comment", "correction", "value")
@@ -109,7 +123,7 @@ class Redactor:
 
     def text(self, value: str) -> str:
         for rule in self.rules:
-            if rule.hint is not None and rule.hint not in value:
+            if not rule.may_match(value):
                 continue
             value, found = rule.pattern.subn(rule.replacement, value)
             if found:
@@ -119,12 +133,24 @@ class Redactor:
     def apply(self, value: Any) -> Any:
         if not self.rules:
             return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        kind = type(value)  # exact types first: JSON gives only these, and ABC checks cost more than the rest
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            return {k: self._walk(v) for k, v in value.items()}
+        if kind is list:
+            return [self._walk(v) for v in value]
+        if kind in _SCALARS:
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {k: self.apply(v) for k, v in value.items()}
+            return {k: self._walk(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self.apply(v) for v in value]
+            return [self._walk(v) for v in value]
         return value
 
     def _fields(self, item: Any, fields: tuple[str, ...]) -> dict:

@@ -129,20 +129,25 @@ def _tools(run: Mapping) -> str | None:
 
 
 class _Run:
-    """One run's prompt, output and correction, each read at most once."""
+    """One run's prompt, output and correction, each read at most once (shared by every preset of the run)."""
 
     def __init__(self, run: Mapping, feedback: list[dict]) -> None:
         self.run, self.feedback = run, feedback
         self.run_id = run_id_of(run)
         self.prompt = extract_messages(run.get("inputs"), default_role="user")
+        self._read: dict[str, list[dict] | None] = {}
 
     def output(self) -> list[dict] | None:
-        outputs = extract_messages(self.run.get("outputs"), default_role="assistant")
-        return completion_of(self.prompt or [], outputs)
+        if "output" not in self._read:
+            outputs = extract_messages(self.run.get("outputs"), default_role="assistant")
+            self._read["output"] = completion_of(self.prompt or [], outputs)
+        return self._read["output"]
 
     def correction(self) -> list[dict] | None:
-        corrected = extract_messages(_latest_correction(self.feedback), default_role="assistant")
-        return completion_of(self.prompt or [], corrected)
+        if "correction" not in self._read:
+            corrected = extract_messages(_latest_correction(self.feedback), default_role="assistant")
+            self._read["correction"] = completion_of(self.prompt or [], corrected)
+        return self._read["correction"]
 
 
 def _sft(item: _Run, threshold: float) -> tuple[dict | None, str | None]:
@@ -207,12 +212,30 @@ def preset_rows(preset: str, run: Any, feedback: list[dict], *, positive_thresho
     count as scores (default: all, so an automatic evaluator's low score also blocks sft). The `runs` preset is
     built with `runs.run_row` (it needs rule id, links and feedback URLs), not here.
     """
+    return presets_rows([preset], run, feedback, positive_threshold=positive_threshold,
+                        feedback_keys=feedback_keys)[preset]
+
+
+def presets_rows(presets: Iterable[str], run: Any, feedback: list[dict], *, positive_threshold: float = 1.0,
+                 feedback_keys: Collection[str] | None = None) -> dict[str, tuple[list[dict], str | None]]:
+    """`preset_rows` of several training presets for one run, its messages read once: preset -> (rows, reason)."""
+    builders = {preset: _builder(preset) for preset in presets}
+    if not builders:
+        return {}
+    item = _Run(as_dict(run), _considered(feedback, feedback_keys))
+    out = {}
+    for preset, builder in builders.items():
+        row, reason = builder(item, positive_threshold)
+        out[preset] = ([row] if row else []), reason
+    return out
+
+
+def _builder(preset: str) -> Any:
     builder = _BUILDERS.get(preset)
     if builder is None:
         raise ValueError(f"unknown training preset {preset!r}: expected one of {', '.join(TRAINING_PRESETS)}"
                          + (" (the runs preset is built with bridge.formats.runs.run_row)" if preset == "runs" else ""))
-    row, reason = builder(_Run(as_dict(run), _considered(feedback, feedback_keys)), positive_threshold)
-    return ([row] if row else []), reason
+    return builder
 
 
 def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: Mapping[str, list[dict]], *,
@@ -228,9 +251,9 @@ def collect_rows(presets: Iterable[str], runs: Iterable[Any], feedback_by_run: M
     for run in runs:
         run = as_dict(run)
         feedback = feedback_by_run.get(run_id_of(run), [])
-        for preset in wanted:
-            found, reason = preset_rows(preset, run, feedback, positive_threshold=positive_threshold,
-                                        feedback_keys=feedback_keys)
+        built = presets_rows(wanted, run, feedback, positive_threshold=positive_threshold,
+                             feedback_keys=feedback_keys)
+        for preset, (found, reason) in built.items():
             rows[preset].extend(found)
             if reason:
                 counts = skipped.setdefault(preset, {})
@@ -345,8 +368,9 @@ _ROW_GROUP_BYTES = 64 * 1024 * 1024  # the Hub's viewer wants row groups well un
 def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
     """A table with exactly `SCHEMAS[preset]`, whatever the rows hold (all-null columns keep their type).
 
-    Rows may come straight from `run_row` / `preset_rows` or back from JSON (`json.dumps(row, default=str)`):
-    timestamps given as ISO strings are parsed (naive = UTC).
+    Rows may come straight from `run_row` / `preset_rows` or back from the export buffer (`ledger.decode_rows`):
+    timestamps given as ISO strings are parsed (naive = UTC). Strings with a zone (what the buffer holds) are
+    parsed by Arrow, column by column; anything else (datetimes, naive strings) row by row in Python.
     """
     schema = SCHEMAS.get(preset)
     if schema is None:
@@ -357,12 +381,15 @@ def to_table(preset: str, rows: Iterable[Mapping]) -> pa.Table:
     names = set(schema.names)
     required = [field.name for field in schema if not field.nullable]
     for index, row in enumerate(rows):
-        unknown = set(row) - names
+        unknown = row.keys() - names
         if unknown:  # from_pylist would drop them silently
             raise ValueError(f"{preset} row {index}: unknown columns {sorted(unknown)}")
         missing = [name for name in required if row.get(name) is None]
         if missing:  # from_pylist would accept the null and the parquet writer fail later
             raise ValueError(f"{preset} row {index}: {', '.join(missing)} must not be null")
+    table = _with_zoned_text_times(rows, preset)
+    if table is not None:
+        return table
     rows = _timestamps_parsed(rows, schema)
     storage = _storage_schema(schema)
     try:
@@ -379,6 +406,33 @@ def _storage_schema(schema: pa.Schema) -> pa.Schema:
         return schema
     return pa.schema([pa.field(f.name, pa.list_(pa.string()), f.nullable) if f.type == JSON_ITEMS else f
                       for f in schema])
+
+
+def _text_times(kind: pa.DataType) -> pa.DataType:
+    """`kind` with every timestamp (at any depth) read as a string."""
+    if pa.types.is_timestamp(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(_text_times(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_text_times(field.type)) for field in kind])
+    return kind
+
+
+_TEXT_TIME_SCHEMAS = {name: pa.schema([field.with_type(_text_times(field.type)) for field in schema])
+                      for name, schema in SCHEMAS.items()}
+
+
+def _with_zoned_text_times(rows: list[Mapping], preset: str) -> pa.Table | None:
+    """The table built in C when every timestamp is an ISO string with a zone (or null): strings first, then one
+    cast. None when that cannot be done (a datetime object, a naive or unreadable string, a lone surrogate): the
+    row-by-row path decides, with its own errors."""
+    schema, text_schema = SCHEMAS[preset], _TEXT_TIME_SCHEMAS[preset]
+    try:
+        table = pa.Table.from_pylist(rows, schema=text_schema)
+        return table if text_schema == schema else table.cast(schema)
+    except (pa.ArrowException, UnicodeEncodeError, TypeError, ValueError):
+        return None
 
 
 def _has_timestamp(kind: pa.DataType) -> bool:
