@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -50,7 +51,8 @@ class Profiler:
 
     def __init__(self, pid: int, path: Path, rate: int = 100) -> None:
         self.path, self.proc, self.rate = path, None, rate
-        exe = shutil.which("py-spy")
+        # Installed beside this Python (a virtual environment run without activating it), or on PATH.
+        exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
         if exe is None:
             self.path = None
             return

@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from .formats.runs import feedback_fingerprint
+
 _encoder = msgspec.json.Encoder(enc_hook=str)  # what JSON has no type for (UUIDs, Decimals) as text, like default=str
 
 
@@ -56,6 +58,12 @@ def decode_rows(text: str) -> dict[str, list[dict]]:
         return msgspec.json.decode(text)
     except msgspec.DecodeError:
         return json.loads(text)
+
+
+def _same_or_newer(kept: tuple[str | None, float | None] | None, fingerprint: str, read_at: float) -> bool:
+    """Whether a row already kept (fingerprint, read time) makes a row of `fingerprint` read at `read_at` useless:
+    it holds the same feedback, or feedback read later."""
+    return kept is not None and (kept[0] == fingerprint or (kept[1] or 0) >= read_at)
 
 
 @dataclass(frozen=True)
@@ -104,55 +112,64 @@ class Ledger:
         return found
 
     def buffer(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
-               fingerprints: dict[str, str] | None = None, read_at: float | None = None) -> int:
-        """Buffers the rows of runs the repo does not hold yet; returns how many were new. `fingerprints` (run id ->
-        `feedback_fingerprint`) say which feedback the rows were mapped from, listed at `read_at`.
+               read_at: float | None = None) -> int:
+        """Buffers the rows of runs the repo does not hold yet; returns how many were new. `read_at`: when the
+        feedback the rows were mapped from was listed.
 
         The check and the write are one transaction: a run a flush committed meanwhile is not buffered again (its
         row becomes a rewrite if its feedback differs). A run another export buffered meanwhile keeps the row
         mapped from the feedback read last."""
-        return self._put(repo, rows, job_id, fingerprints, read_at)[0]
+        return self._put(repo, rows, job_id, read_at)[0]
 
     def refresh(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
-                fingerprints: dict[str, str] | None = None, read_at: float | None = None) -> int:
+                read_at: float | None = None) -> int:
         """Newer rows for runs the repo holds or has buffered (their feedback changed); returns how many were taken.
         A run still buffered gets its buffered row replaced; an exported one gets a pending rewrite that the next
         flush applies to the shard holding it. A row mapped from the same feedback, or from feedback read before the
         row already kept, changes nothing (an export that was slow must not bring older feedback back)."""
-        return sum(self._put(repo, rows, job_id, fingerprints, read_at))
+        return sum(self._put(repo, rows, job_id, read_at))
 
     def _put(self, repo: str, rows: list[tuple[str, dict, str | None]], job_id: int,
-             fingerprints: dict[str, str] | None, read_at: float | None) -> tuple[int, int]:
-        now, prints = self.store.clock(), fingerprints or {}
+             read_at: float | None) -> tuple[int, int]:
+        now = self.store.clock()
         at = now if read_at is None else read_at
-        new = updated = 0
+        prints = {rid: feedback_fingerprint(per_preset["runs"][0]["feedback"]) for rid, per_preset, _ in rows}
         with self.db.tx() as conn:
-            for rid, per_preset, end in rows:
-                exported = conn.execute("SELECT feedback_hash, feedback_at FROM exported WHERE repo = ? AND "
-                                        "run_id = ?", (repo, rid)).fetchone()
-                table = "export_updates" if exported else "export_buffer"
-                kept = conn.execute(f"SELECT feedback_hash, feedback_at FROM {table} WHERE repo = ? AND run_id = ?",
-                                    (repo, rid)).fetchone() or exported
-                if kept is not None and (kept["feedback_hash"] == prints.get(rid) or (kept["feedback_at"] or 0) >= at):
-                    continue  # holds rows of the same feedback, or of feedback read later
-                text = encode_rows(per_preset)
-                # A new row id, so a flush that read the older row meanwhile can tell (see `record_commit`).
-                conn.execute(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", (repo, rid))
-                if exported:
-                    conn.execute("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, job_id,"
-                                 " created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (repo, rid, text, prints.get(rid), at, job_id, now, len(text)))
-                else:
-                    conn.execute("INSERT INTO export_buffer (repo, run_id, rows, end_time, job_id, created_at, bytes,"
-                                 " feedback_hash, feedback_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (repo, rid, text, iso_time(end), job_id, now, len(text), prints.get(rid), at))
-                # The Review page shows the feedback the bridge knows now, before the dataset does.
-                self._update_recent(conn, repo, rid, dict(per_preset["runs"][0]), None)
-                if kept is None:
-                    new += 1
-                else:
-                    updated += 1
-        return new, updated
+            exported, kept, recent = self._held(conn, repo, list(prints))
+            fresh = [(rid, per_preset, end) for rid, per_preset, end in rows
+                     if not _same_or_newer(kept.get(rid) or exported.get(rid), prints[rid], at)]
+            # New row ids, so a flush that read the older rows meanwhile can tell (see `record_commit`).
+            updates = [(repo, rid, encode_rows(p), prints[rid], at, job_id, now) for rid, p, _ in fresh if rid in exported]
+            buffered = [(repo, rid, encode_rows(p), iso_time(end), prints[rid], at, job_id, now)
+                        for rid, p, end in fresh if rid not in exported]
+            for table, entries in (("export_updates", updates), ("export_buffer", buffered)):
+                conn.executemany(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", [e[:2] for e in entries])
+            conn.executemany("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, job_id, "
+                             "created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, length(?3))", updates)
+            conn.executemany("INSERT INTO export_buffer (repo, run_id, rows, end_time, feedback_hash, feedback_at, "
+                             "job_id, created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, length(?3))", buffered)
+            for rid, per_preset, _ in fresh:  # the Review page shows the feedback the bridge knows, before the dataset
+                if rid in recent:
+                    self._update_recent(conn, repo, rid, dict(per_preset["runs"][0]), None)
+        new = sum(1 for rid, _, _ in fresh if rid not in exported and rid not in kept)
+        return new, len(fresh) - new
+
+    @staticmethod
+    def _held(conn: Any, repo: str, run_ids: list[str]) -> tuple[dict, dict, set]:
+        """For `run_ids`: (exported ones, their buffered row or pending rewrite, those on the Review page), the first
+        two as run id -> (fingerprint, read time)."""
+        exported, kept, recent = {}, {}, set()
+        for part in _chunks(run_ids):
+            marks = ",".join("?" * len(part))
+            where = f"repo = ? AND run_id IN ({marks})"
+            exported.update((r[0], (r[1], r[2])) for r in conn.execute(
+                f"SELECT run_id, feedback_hash, feedback_at FROM exported WHERE {where}", (repo, *part)))
+            kept.update((r[0], (r[1], r[2])) for r in conn.execute(
+                f"SELECT run_id, feedback_hash, feedback_at FROM export_buffer WHERE {where} UNION ALL "
+                f"SELECT run_id, feedback_hash, feedback_at FROM export_updates WHERE {where}",
+                (repo, *part, repo, *part)))
+            recent.update(r[0] for r in conn.execute(f"SELECT run_id FROM recent_runs WHERE {where}", (repo, *part)))
+        return exported, kept, recent
 
     def fingerprints(self, repo: str, run_ids: list[str]) -> dict[str, str | None]:
         """The runs of `run_ids` that `repo` holds or has buffered, with the fingerprint of the feedback their
@@ -357,10 +374,11 @@ class Ledger:
 
     @staticmethod
     def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
-        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links)."""
+        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links).
+        Only the newest `keep` of a batch can stay: the others are not decoded at all."""
         conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
                          [(repo, r["run_id"], now, _json_text(decode_rows(r["rows"])["runs"][0]))
-                          for r in rows])
+                          for r in rows[-keep:]])
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 

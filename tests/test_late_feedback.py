@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bridge.flows.exports import refresh_runs
-from bridge.formats.runs import RUNS_SCHEMA
+from bridge.formats.runs import RUNS_SCHEMA, feedback_fingerprint
 from conftest import LS_KEY, run_jobs
 from test_flow_exports import REPO, RULE, bridge_commits, config, deliver, read_rows, seed, shards
 
@@ -145,11 +145,11 @@ def test_a_row_refreshed_while_its_commit_is_made_is_kept_for_the_next_flush(hub
     run_jobs(runtime)
     batch = runtime.ledger.batch(REPO, 100, 10**9)  # what a flush read before committing
     newer = {"runs": [{"run_id": ids[0], "feedback": [{"key": "user_score", "score": 1.0}]}]}
-    runtime.ledger.refresh(REPO, [(ids[0], newer, None)], 0, {ids[0]: "newer"})  # meanwhile
+    runtime.ledger.refresh(REPO, [(ids[0], newer, None)], 0)  # meanwhile
     runtime.ledger.record_commit(REPO, "c0ffee", ["runs/2026/12/04/x.parquet"], {"runs"}, "card", batch.rows,
                                  placed={"runs/2026/12/04/x.parquet": ids})
     assert runtime.ledger.pending(REPO) == 1  # the newer row waits, as a rewrite of the exported run
-    assert runtime.ledger.fingerprints(REPO, ids) == {ids[0]: "newer"}
+    assert runtime.ledger.fingerprints(REPO, ids) == {ids[0]: feedback_fingerprint(newer["runs"][0]["feedback"])}
     [group] = runtime.ledger.rewrites(REPO, 8).groups.items()
     assert group[0] == "runs/2026/12/04/x.parquet" and group[1][0]["run_id"] == ids[0]
 

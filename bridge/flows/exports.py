@@ -232,13 +232,12 @@ def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[
         feedback_items = rt.smith.feedback_for(ids)
     counts["feedback"] += len(feedback_items)
     feedback = group_feedback(feedback_items)
-    new, changed, prints = {}, {}, {}
+    new, changed = {}, {}
     for target in targets:
-        prints[target.repo] = fingerprints(target, ids, feedback)
         held = rt.ledger.fingerprints(target.repo, ids)
+        now = fingerprints(target, list(held), feedback)  # only runs held: a new run's comes with its row
         new[target.repo] = [r for r in chunk if str(r["id"]) not in held]
-        changed[target.repo] = [r for r in chunk if str(r["id"]) in held
-                                and held[str(r["id"])] != prints[target.repo][str(r["id"])]]
+        changed[target.repo] = [r for r in chunk if str(r["id"]) in held and held[str(r["id"])] != now[str(r["id"])]]
         counts["already_exported"] += len(held) - len(changed[target.repo])
     needed = {str(r["id"]): dict(r) for todo in (new, changed) for rs in todo.values() for r in rs}  # filled in
     if not needed:
@@ -254,7 +253,7 @@ def export_chunk(rt: Any, rule_id: str | None, chunk: list[dict], targets: list[
                 rows = rows_for_target(rt, target, rule_id or target.current_rule_id, runs, feedback, counts)
             # A run a flush committed since `held` was read is not buffered again: `buffer` checks in its
             # transaction, and `refresh` turns a row for a run exported meanwhile into a rewrite.
-            stored = store(target.repo, rows, job.id, fingerprints=prints[target.repo], read_at=read_at)
+            stored = store(target.repo, rows, job.id, read_at=read_at)
             counts["buffered" if store == rt.ledger.buffer else "refreshed"] += stored
 
 
