@@ -174,16 +174,9 @@ class Ledger:
     def fingerprints(self, repo: str, run_ids: list[str]) -> dict[str, str | None]:
         """The runs of `run_ids` that `repo` holds or has buffered, with the fingerprint of the feedback their
         newest row was mapped from (None: unknown)."""
-        found: dict[str, str | None] = {}
         with self.db.read() as conn:
-            for part in _chunks(run_ids):
-                marks = ",".join("?" * len(part))
-                # Oldest source first, so the newest row's fingerprint wins: exported < buffered < pending rewrite.
-                for table in ("exported", "export_buffer", "export_updates"):
-                    found.update((r["run_id"], r["feedback_hash"]) for r in conn.execute(
-                        f"SELECT run_id, feedback_hash FROM {table} WHERE repo = ? AND run_id IN ({marks})",
-                        (repo, *part)))
-        return found
+            exported, kept, _ = self._held(conn, repo, run_ids)
+        return {rid: fingerprint for rid, (fingerprint, _) in {**exported, **kept}.items()}
 
     # ---- committing (flush jobs) ----
     def batch(self, repo: str, max_rows: int, max_bytes: int) -> Batch:

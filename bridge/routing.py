@@ -12,6 +12,7 @@ import re
 from collections.abc import Container
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 from .events import HubDelivery, RuleDelivery
 from .formats.pr_comment import MARKER_PREFIX

@@ -292,3 +292,18 @@ jobs: {{backoff_seconds: 0.01, max_backoff_seconds: 0.05}}
         first_links = {link["key"]: link["url"] for link in first[run_id]["feedback_urls"]}
         second_links = {link["key"]: link["url"] for link in second[run_id]["feedback_urls"]}
         assert second_links["user_score"] == first_links["user_score"] and "thumbs" in second_links
+
+
+def test_a_repo_that_moves_on_every_try_gets_its_flush_retried_not_failed(hub, smith, make_bridge):
+    """Three commit conflicts in a row (someone keeps committing): the flush is retried later by the queue, and its
+    rows go out once."""
+    runtime = make_bridge(config(presets="[runs]"))
+    hub.create_repo(REPO, private=True)
+    ids = seed(smith, 2, feedback=False)
+    hub.recorder.add_fault(r"/commit/main", method="POST", status=412, times=3)
+    deliver(runtime, smith.webhook_payload(RULE, ids))
+    [_, flush] = run_jobs(runtime)
+    assert flush.state == "queued" and "tried again later" in flush.last_error  # retried with backoff, not failed
+    wait_for(lambda: not run_jobs(runtime) and runtime.store.get(flush.id).state == "succeeded", timeout=10,
+             what="the retried flush")
+    assert sorted(run_ids(hub)) == sorted(ids)

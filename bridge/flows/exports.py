@@ -558,8 +558,11 @@ def flush_repo(job: Any, ctx: Any) -> dict:
             commit_batches(rt, target, rule_ids, counts)
             break
         except UpstreamError as exc:
-            if exc.status not in (409, 412) or attempt == 2:
+            if exc.status not in (409, 412):
                 raise
+            if attempt == 2:  # someone keeps committing: nothing is wrong with the rows, so the queue tries later
+                raise UpstreamError(exc.target, f"{repo} moved on every try while committing; the flush is tried "
+                                    f"again later ({exc})", status=exc.status, transient=True, sentence=True) from exc
             log.info("%s moved while committing; rebasing onto the new head", repo)
     schedule_flush(rt, target, job.trigger, exclude=job.id)
     oid = counts.pop("commit_oid", None)  # the link names the commit this flush made (the last one when several)
