@@ -35,17 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Request logs of the HTTP clients would print URLs with query strings; keep them at warnings.
-    for noisy in ("httpx", "httpx2", "urllib3", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")  # WebhooksServer is marked experimental
+    from bridge.runtime import configure_logging
+
     configure_logging()
     env = dict(os.environ)
     sandbox = None
@@ -70,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         runtime.extras["sandbox"] = sandbox.links()  # the Overview's sandbox panel and the forms' defaults
     ui = build_ui(runtime)
     server = build_server(runtime, ui)
-    runtime.start_workers()
     share = not args.no_share and settings.space_id is None
     with contextlib.redirect_stdout(io.StringIO()):  # WebhooksServer prints its own URL list; ours follows
         server.launch(prevent_thread_lock=True, share=share, server_name=args.host, server_port=args.port,
@@ -86,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.set_reachable_url(settings.reachable_url(ui.share_url, ui.local_url, sandbox=bool(sandbox)),
                               ui.local_url.rstrip("/"))
     hub_webhook.schedule_at_start(runtime)  # now that the URL the Hub can call is known
+    runtime.start_workers(process=settings.config.jobs.process, env=env)  # they need that URL too
     print_urls(runtime, ui.local_url)
     if sandbox:
         sandbox.connect(runtime, ui.local_url)

@@ -109,7 +109,7 @@ def quiet(endpoints: list[Endpoint], sizes, stack: Stack, profile_dir: Path | No
                     sampled = (profile_dir if round_no == 0 and server == "bridge" and concurrency == 32
                                and endpoint.name == "langsmith" else None)
                     found = profiled(stack, sampled and sampled / "ack-quiet-c32.txt", report,
-                                     f"1 ack, quiet: {endpoint.label}, c=32, the bridge's app process",
+                                     f"1 ack, quiet: {endpoint.label}, c=32, the bridge's web process (the jobs run in its job process)",
                                      lambda: measure(endpoint, server, concurrency, sizes))
                     results.setdefault((endpoint.name, server, concurrency), []).append(found)
     return results
@@ -204,7 +204,7 @@ def background(stack: Stack, endpoints: list[Endpoint], sizes, report: Report,
                 sampled = profile_dir if (server, concurrency, endpoint.name) == ("bridge", 32, "langsmith") else None
                 results[(endpoint.name, server, concurrency)] = profiled(
                     stack, sampled and sampled / "ack-background-c32.txt", report,
-                    f"1 ack, during the export: {endpoint.label}, c=32, the bridge's app process",
+                    f"1 ack, during the export: {endpoint.label}, c=32, the bridge's web process (the jobs run in its job process)",
                     lambda: measure(endpoint, server, concurrency, sizes))
     queued = load.collect(feeder)
     sampler.stopped.set()

@@ -1,7 +1,9 @@
 """CPU accounting and sampling profiles of a process, for the benchmarks.
 
-`cpu_seconds(pid)`: user + system CPU time of a process so far, from /proc/<pid>/stat (all its threads).
-`Profiler(pid, path)`: py-spy (requirements-dev.txt) samples the process until `stop()`, non-blocking, only the
+`cpu_seconds(pid)`: user + system CPU time of a process and its children so far (the bridge's job process), from
+/proc/<pid>/stat (all their threads).
+`Profiler(pid, path)`: py-spy (requirements-dev.txt) samples the process (and with `subprocesses` its children)
+until `stop()`, non-blocking, only the
 thread holding the GIL (the Python work that makes the others wait; C code that releases it, such as zstd or SQLite
 I/O, is not seen), written as collapsed stacks; `top(path)` turns them into the lines the results show: the functions where the samples were
 (self) and the functions on the stack (total), as shares of all samples.
@@ -27,29 +29,53 @@ FRAMEWORK = ("asyncio/", "uvicorn/", "starlette/", "fastapi/", "anyio/", "gradio
 
 
 def _plumbing(frame: str) -> bool:
-    """Frames every request or job passes through, left out of "total" (they would fill it)."""
-    return frame.endswith(PLUMBING) or frame.rpartition(" (")[2].startswith(FRAMEWORK)
+    """Frames every request or job passes through, left out of "total" (they would fill it); with --subprocesses
+    each stack starts with its process."""
+    return frame.endswith(PLUMBING) or frame.rpartition(" (")[2].startswith(FRAMEWORK) or frame.startswith("process ")
 
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
-def cpu_times(pid: int | str = "self") -> tuple[float, float]:
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants now (the app and its job process), from /proc/<pid>/task/*/children."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:  # the task ended meanwhile
+                continue
+    return found
+
+
+def _own_cpu_times(pid: int) -> tuple[float, float]:
     """(utime, stime) in seconds: fields 14 and 15 of /proc/<pid>/stat (the command name may hold spaces, so the
-    fields are counted after its closing ')')."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields are counted after its closing ')'); 0 for a process that ended meanwhile."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU seconds of the process so far (all its threads)."""
+def cpu_times(pid: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` (default: this process) and its live descendants, all threads."""
+    times = [_own_cpu_times(p) for p in family(pid or os.getpid())]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of the process and its children so far (all their threads)."""
     return sum(cpu_times(pid))
 
 
 class Profiler:
     """py-spy attached to `pid` until `stop()`; a no-op (and `path` None) when py-spy is not installed."""
 
-    def __init__(self, pid: int, path: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, path: Path, rate: int = 100, subprocesses: bool = False) -> None:
         self.path, self.proc, self.rate = path, None, rate
         # Installed beside this Python (a virtual environment run without activating it), or on PATH.
         exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -58,7 +84,8 @@ class Profiler:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(path),
-                                      "--rate", str(rate), "--nonblocking", "--gil"],
+                                      "--rate", str(rate), "--nonblocking", "--gil",
+                                      *(["--subprocesses"] if subprocesses else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> Path | None:

@@ -106,7 +106,7 @@ class Report:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", *[f"- {n}" for n in self.notes], ""]
         if self.profiles:
-            lines += ["#### Profiles (the app process)", ""]
+            lines += ["#### Profiles (the app: its web process, and for exports its job process too)", ""]
             for block in self.profiles:
                 lines += [*block, ""]
         return "\n".join(lines)

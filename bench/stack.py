@@ -25,7 +25,7 @@ from bridge.sandbox.hub import HubEmulator
 from bridge.sandbox.langsmith_emu import LangSmithEmulator
 from bridge.sandbox.server import ServerHandle
 
-from . import ROOT, end_process
+from . import ROOT, end_process, profile
 
 USER = "bench-user"
 HF_TOKEN = "hf_bench_token_7c1d0e"
@@ -92,12 +92,18 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS (now) and VmHWM (peak since start) from /proc, in KiB."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
+        """VmRSS (now) and VmHWM (peak since start) from /proc, in KiB, summed over the process and its children
+        (the app's job process)."""
+        values = {"VmRSS": 0, "VmHWM": 0}
+        for pid in profile.family(self.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            for line in status.splitlines():
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] += int(rest.split()[0])
         return values
 
     def stop(self) -> None:

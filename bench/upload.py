@@ -1,7 +1,7 @@
 """3. Experiment upload: an lm-eval samples file pushed to the sandbox Hub, uploaded by the bridge to LangSmith.
 
 Time is from the end of the push (the Hub then sends its webhook) to the bridge's job succeeding. Memory is the
-app process's resident set from /proc: sampled every 50 ms, plus the kernel's high-water mark (VmHWM), which
+app's resident set (web + job process) from /proc: sampled every 50 ms, plus the kernel's high-water mark (VmHWM), which
 catches a peak between two samples.
 """
 

@@ -112,6 +112,7 @@ class JobStore(DeliveryLog):
         self.db, self.policy, self.scrub, self.clock = db, policy or RetryPolicy(), scrub or Scrubber(), clock
         self.wakeup = threading.Condition()
         self.listeners: list[Callable[[Job], None]] = []
+        self.on_wake: list[Callable[[], None]] = []  # workers elsewhere (the job process) to tell a job is due
 
     # ---- writing ----
     def enqueue(self, kind: str, key: str, payload: dict, *, trigger: str = "webhook", subject: str = "",
@@ -349,6 +350,8 @@ class JobStore(DeliveryLog):
     def wake(self) -> None:
         with self.wakeup:
             self.wakeup.notify_all()
+        for hook in self.on_wake:
+            hook()
 
     def _transition(self, job: Job, state: str, duration: float | None = None, note: str | None = None) -> None:
         fields = {"job_id": job.id, "kind": job.kind, "state": state, "attempt": job.attempts, "trigger": job.trigger}

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -110,6 +113,9 @@ class Metrics:
         self._state = BoundedLabel(len(STATES), STATES)
         self._repo = BoundedLabel(max_repos)
         self._experiment_status = BoundedLabel(20)
+        self._followed: Path | None = None  # another process's counters, added at each scrape (`follow`)
+        self._absorbed: dict[tuple, float] = {}  # (pid, metric, labels) -> its value already added
+        self._absorb_lock = threading.Lock()
 
     # ---- feeding ----
     @_never_raises
@@ -156,9 +162,50 @@ class Metrics:
         self.registry.register(StoreCollector(JobStats(store), self.clock))
         return self
 
+    # ---- another process's counters (the job process, see jobprocess.py) ----
+    def _counters(self) -> dict[str, Counter]:
+        return {c._name: c for c in (self.job_transitions, self.upstream_requests, self.rows, self.experiments,
+                                     self.webhook_reenabled)}
+
+    def write_counters(self, path: Path) -> None:
+        """This process's counter values, written atomically to `path` for the process that serves /metrics."""
+        values = [[family.name, sample.labels, sample.value] for family in self.registry.collect()
+                  if family.type == "counter" and family.name in self._counters()
+                  for sample in family.samples if sample.name.endswith("_total")]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "counters": values}))
+        os.replace(tmp, path)
+
+    def follow(self, path: Path) -> "Metrics":
+        """Adds the counters another process writes to `path` (`write_counters`) to these, at every scrape."""
+        path.unlink(missing_ok=True)  # a previous run's process: its counts belonged to that run
+        self._followed = path
+        return self
+
+    def absorb(self) -> None:
+        """Adds what the followed process counted since the last scrape. A new pid (a restarted process) starts
+        from zero, so its counts add to what the earlier one had, as counters must."""
+        if self._followed is None:
+            return
+        try:
+            data = json.loads(self._followed.read_text())
+        except (OSError, ValueError):
+            return  # not written yet, or being replaced: the next scrape reads it
+        counters = self._counters()
+        with self._absorb_lock:
+            for name, labels, value in data.get("counters", []):
+                counter = counters.get(name)
+                key = (data.get("pid"), name, tuple(sorted(labels.items())))
+                delta = value - self._absorbed.get(key, 0.0)
+                if counter is None or delta <= 0:
+                    continue
+                self._absorbed[key] = value
+                (counter.labels(**labels) if labels else counter).inc(delta)
+
     # ---- exposing ----
     def render(self) -> tuple[bytes, str]:
         """(body, content type) in the Prometheus text format 0.0.4, which every Prometheus version reads."""
+        self.absorb()
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 

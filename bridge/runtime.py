@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import WebhooksServer
@@ -13,6 +15,7 @@ from huggingface_hub import WebhooksServer
 from .activity import AckLog
 from .db import Database
 from .hub import Hub, install_timeout
+from .jobprocess import METRICS_FILE, JobProcess, worker_command
 from .jobs import JobStore, RetryPolicy, Scrubber
 from .ledger import Ledger
 from .scores import ScoreBook
@@ -38,7 +41,8 @@ class Runtime:
     ledger: Any = None
     tracer: Any = None
     metrics: Metrics = field(default_factory=Metrics)
-    pool: WorkerPool | None = None
+    pool: WorkerPool | None = None  # the workers as threads of this process ...
+    job_process: JobProcess | None = None  # ... or in a process of their own (`jobs.process`)
     public_url: str | None = None  # shown to people (the local URL when nothing else is known)
     reachable_url: str | None = None  # what upstreams can call back; None when nothing outside can reach us
     url_known: bool = False  # reachable_url is decided (after launch): managed rules wait for it
@@ -79,17 +83,43 @@ class Runtime:
         if config.reconcile_minutes > 0 or any(t.rule is not None for t in config.exports):
             rules.schedule(self, "at start")
 
-    def start_workers(self) -> None:
+    def start_workers(self, process: bool = False, env: dict[str, str] | None = None) -> None:
+        """Threads here (tests, the benchmarks' in-process runs), or with `process` the job process, which gets
+        `env` (the settings' environment) and this runtime's URLs."""
         self.schedule_startup_jobs()
-        self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
-                               services=self).start()
+        if not process:
+            self.pool = WorkerPool(self.store, self.handlers, workers=self.settings.config.jobs.workers,
+                                   services=self).start()
+            return
+        self.metrics.follow(self.settings.state_dir / METRICS_FILE)
+        command = worker_command(self.settings.config_path, self.reachable_url, self.public_url)
+        self.job_process = JobProcess(command, dict(env if env is not None else os.environ),
+                                      Path(__file__).resolve().parent.parent).start()
+        self.store.on_wake.append(self.job_process.wake)
+
+    def workers_status(self) -> dict:
+        """For /healthz: where the workers run and whether they are alive."""
+        if self.job_process is not None:
+            return self.job_process.status()
+        return {"mode": "threads", "alive": self.pool is not None and self.pool.alive()}
 
     def stop(self) -> None:
+        if self.job_process:
+            self.job_process.stop()
         if self.pool:
             self.pool.stop()
         if self.acks is not None:
             self.acks.flush()
         self.smith.close()
+
+
+def configure_logging() -> None:
+    """One format for the web process and the job process (their lines interleave in the Space's log)."""
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s %(message)s")
+    # Request logs of the HTTP clients would print URLs with query strings; keep them at warnings.
+    for noisy in ("httpx", "httpx2", "urllib3", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -116,6 +146,7 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime.ledger = Ledger(store)
     runtime.rule_states = RuleStates(store.db, store.clock)
     restore_rule_ids(runtime)
+    settings.config.reload_rule_ids_with(lambda: restore_rule_ids(runtime))
     runtime.acks = AckLog(store.db)
     runtime.scores = ScoreBook(store.db)
     if settings.trace_project:
@@ -155,7 +186,8 @@ def add_routes(server: WebhooksServer, runtime: Runtime) -> None:
     """Plain routes, added to gradio's FastAPI app once it exists (after launch): health, metrics, and the feedback
     page the dataset rows link to (no login: its token is the authorisation)."""
     app = server.fastapi_app
-    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing, runtime.ledger.total_pending))
+    app.get("/healthz")(healthz(runtime.store, runtime.settings.missing, runtime.ledger.total_pending,
+                                runtime.workers_status))
     show, submit = feedback_routes(runtime)
     app.get("/feedback/{token_id}", include_in_schema=False)(show)
     app.post("/feedback/{token_id}", include_in_schema=False)(submit)

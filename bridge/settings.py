@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -196,6 +197,8 @@ class ExportTarget(_Strict):
 class JobOptions(_Strict):
     max_attempts: int = Field(default=8, ge=1)
     workers: int = Field(default=2, ge=1, le=32)
+    # app.py runs the workers in a process of their own (see bridge/jobprocess.py); false: threads of the web process
+    process: bool = True
     backoff_seconds: float = Field(default=2.0, gt=0)
     max_backoff_seconds: float = Field(default=600.0, gt=0)
 
@@ -221,10 +224,20 @@ class BridgeConfig(_Strict):
     retention_days: float = Field(default=7, gt=0)
     failed_retention_days: float = Field(default=30, gt=0)
     object_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECT_HOSTS))
+    # Reloads the managed rules' ids (`flows.rules.restore_rule_ids`). The job process creates those rules and
+    # remembers their ids in the store; the web process, which routes deliveries, learns a new id from there.
+    _reload_rule_ids: Callable[[], None] | None = PrivateAttr(default=None)
+
+    def reload_rule_ids_with(self, reload: Callable[[], None]) -> None:
+        self._reload_rule_ids = reload
 
     def exports_for(self, rule_id: str) -> list[ExportTarget]:
-        """One target per dataset repo that `rule_id` writes to: entries sharing a repo are merged."""
+        """One target per dataset repo that `rule_id` writes to: entries sharing a repo are merged. A rule id no
+        entry has (yet) makes the managed rules' ids be read again first: the rule may have just been created."""
         matching = [t for t in self.exports if t.current_rule_id in ("*", rule_id)]
+        if not matching and self._reload_rule_ids is not None and any(t.rule is not None for t in self.exports):
+            self._reload_rule_ids()
+            matching = [t for t in self.exports if t.current_rule_id in ("*", rule_id)]
         repos = dict.fromkeys(t.repo for t in matching)
         return [merge_targets([t for t in matching if t.repo == repo]) for repo in repos]
 

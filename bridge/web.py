@@ -198,11 +198,14 @@ def langsmith_endpoint(store: JobStore, config: BridgeConfig, secret: SecretStr 
                            lambda d: route_rule(d, config), store, fast_parse=read_rule_delivery, **kw)
 
 
-def healthz(store: JobStore, missing: Callable[[], list[str]], buffered: Callable[[], int] = lambda: 0) -> Callable:
-    """Job counts (queued = due now, scheduled = due later), rows waiting in the export buffers, unset credentials
-    and the state dir's size: what a monitor or a person needs to tell "idle" from "stuck". No names, no secrets."""
+def healthz(store: JobStore, missing: Callable[[], list[str]], buffered: Callable[[], int] = lambda: 0,
+            workers: Callable[[], dict] | None = None) -> Callable:
+    """Job counts (queued = due now, scheduled = due later), rows waiting in the export buffers, unset credentials,
+    the state dir's size and whether the workers are alive: what a monitor or a person needs to tell "idle" from
+    "stuck". No names, no secrets."""
     def snapshot() -> dict:
-        return {"jobs": store.counts(), "buffered_rows": buffered(), "state_bytes": store.db.size_bytes()}
+        state = {"jobs": store.counts(), "buffered_rows": buffered(), "state_bytes": store.db.size_bytes()}
+        return state | ({"workers": workers()} if workers is not None else {})
 
     async def handler() -> JSONResponse:
         state = await anyio.to_thread.run_sync(snapshot)

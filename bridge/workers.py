@@ -50,6 +50,9 @@ class WorkerPool:
             self._threads.append(thread)
         return self
 
+    def alive(self) -> bool:
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.store.wake()

@@ -8,7 +8,7 @@ import pytest
 from bridge.feedback_watch import FeedbackWatch
 from bridge.flows import rules
 from bridge.rule_state import managed_key, named_key
-from bridge.routing import route_rule
+from bridge.routing import Ignored, route_rule
 from bridge.events import parse_rule_delivery
 from conftest import run_jobs
 from apps import free_port
@@ -82,6 +82,18 @@ def test_deliveries_of_the_managed_rule_are_routed_even_after_a_restart(smith, b
     body = {"rule_id": rule_id, "runs": [{"id": "5f0e0000-0000-4000-8000-000000000001"}]}
     routed = route_rule(parse_rule_delivery(body), restarted.settings.config)
     assert isinstance(routed, list) and routed[0].payload["rule_id"] == rule_id
+
+
+def test_the_web_process_routes_a_rule_the_job_process_created_after_it_started(smith, bridge):
+    web = bridge(rule_config())  # started before the rule existed: it knows no id
+    jobs = bridge(rule_config())  # the job process, on the same state dir, creates the rule
+    check(jobs)
+    rule_id = state(jobs)["rule_id"]
+    body = {"rule_id": rule_id, "runs": [{"id": "5f0e0000-0000-4000-8000-000000000001"}]}
+    routed = route_rule(parse_rule_delivery(body), web.settings.config)
+    assert isinstance(routed, list) and routed[0].payload["rule_id"] == rule_id
+    unknown = route_rule(parse_rule_delivery({**body, "rule_id": "not-a-rule"}), web.settings.config)
+    assert isinstance(unknown, Ignored)
 
 
 def test_the_rule_is_updated_when_the_filter_or_url_changes(smith, bridge):
