@@ -16,8 +16,11 @@ from pathlib import Path
 from . import schema
 
 
+BUSY_MS = 30_000  # how long a waiting writer lets SQLite retry another process's write lock
+
+
 class WriteBusy(Exception):
-    """`tx(wait=False)` found another thread of this process writing."""
+    """`tx(wait=False)` found another thread, or another process (the job process), writing."""
 
 
 class Database:
@@ -35,7 +38,7 @@ class Database:
     def _connection(self, new_file: bool = False) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_MS / 1000)
             conn.row_factory = sqlite3.Row
             if new_file:
                 # Pages freed by retention go back to the file system a few at a time (see `compact`). Settable
@@ -56,7 +59,7 @@ class Database:
         if not self._write_lock.acquire(blocking=wait):
             raise WriteBusy()
         try:
-            with self._transaction("BEGIN IMMEDIATE") as conn:
+            with self._transaction("BEGIN IMMEDIATE", wait) as conn:
                 yield conn
         finally:
             self._write_lock.release()
@@ -68,15 +71,32 @@ class Database:
             yield conn
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin: str, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._connection()
-        conn.execute(begin)
+        if wait:
+            conn.execute(begin)
+        else:
+            self._begin_at_once(conn, begin)
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    @staticmethod
+    def _begin_at_once(conn: sqlite3.Connection, begin: str) -> None:
+        """BEGIN without SQLite's busy wait: another process holding the write lock (the job process) would
+        otherwise make this thread (the event loop) sleep in SQLite's retry loop."""
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute(begin)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise WriteBusy() from None
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
 
     def size_bytes(self) -> int:
         """The database and its WAL and shared-memory files on disk."""

@@ -13,15 +13,19 @@ After a wiped state dir `exported` is rebuilt from the repo's own `runs` shards 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
+import zstandard
 
 from .formats.runs import feedback_fingerprint
 
+ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts (JSON never does)
+RECENT_KEPT = 500  # recently committed runs kept per repo for the Review page
 _encoder = msgspec.json.Encoder(enc_hook=str)  # what JSON has no type for (UUIDs, Decimals) as text, like default=str
 
 
@@ -35,29 +39,50 @@ def iso_time(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def encode_rows(per_preset: dict[str, list[dict]]) -> str:
-    """One run's rows (preset -> rows) as the text `export_buffer.rows` holds: JSON, times as ISO strings with a zone
-    (`run_row` makes every time UTC-aware), so `training.to_table` parses them column by column."""
-    return _json_text(per_preset)
+def encode_rows(per_preset: dict[str, list[dict]]) -> tuple[bytes, int]:
+    """One run's rows (preset -> rows) as `export_buffer.rows` holds them, and the size of their JSON: a zstd frame
+    of JSON, times as ISO strings with a zone (`run_row` makes every time UTC-aware), so `training.to_table` parses
+    them column by column. Compressed, a run's rows are about a fifth of their JSON (four presets repeat its
+    messages): a flush deleting 5,000 of them held the write lock, which deliveries wait for, for 200 ms
+    uncompressed. The size counts toward a commit's `max_bytes_per_commit`."""
+    data = _json_bytes(per_preset)
+    return _zstd.compressor.compress(data), len(data)
+
+
+def _json_bytes(value: Any) -> bytes:
+    """JSON, by msgspec. A lone surrogate (half an emoji from a stream) has no UTF-8 form: such a value is written
+    with JSON escapes by the json module instead."""
+    try:
+        return _encoder.encode(value)
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str).encode()
 
 
 def _json_text(value: Any) -> str:
-    """JSON text, by msgspec. A lone surrogate (half an emoji from a stream) has no UTF-8 form: such a value is
-    written with JSON escapes by the json module instead."""
-    try:
-        return _encoder.encode(value).decode()
-    except UnicodeEncodeError:
-        return json.dumps(value, default=str)
+    return _json_bytes(value).decode()
 
 
-def decode_rows(text: str) -> dict[str, list[dict]]:
-    """The rows of one buffered run, preset -> rows: every reader of `export_buffer.rows` goes through here. Text
-    written by older versions (`json.dumps`) reads the same; escapes msgspec does not take (a lone surrogate, NaN)
-    fall back to the json module."""
+def decode_rows(data: str | bytes) -> dict[str, list[dict]]:
+    """The rows of one buffered run, preset -> rows: every reader of `export_buffer.rows` goes through here. What
+    older versions wrote reads the same: uncompressed msgspec JSON, and text from `json.dumps`; escapes msgspec does
+    not take (a lone surrogate, NaN) fall back to the json module."""
+    if isinstance(data, bytes) and data.startswith(ZSTD_FRAME):
+        data = _zstd.decompressor.decompress(data)
     try:
-        return msgspec.json.decode(text)
+        return msgspec.json.decode(data)
     except msgspec.DecodeError:
-        return json.loads(text)
+        return json.loads(data)
+
+
+class _Zstd(threading.local):
+    """zstd contexts are not safe to share between threads: one pair per thread, made on its first use."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_zstd = _Zstd()
 
 
 def _same_or_newer(kept: tuple[str | None, float | None] | None, fingerprint: str, read_at: float) -> bool:
@@ -134,20 +159,24 @@ class Ledger:
         now = self.store.clock()
         at = now if read_at is None else read_at
         prints = {rid: feedback_fingerprint(per_preset["runs"][0]["feedback"]) for rid, per_preset, _ in rows}
+        # Encoded before the write lock is taken (the web process's deliveries wait for it); a run found already
+        # held wastes its encoding, which is rare.
+        encoded = {rid: (*encode_rows(p), iso_time(end)) for rid, p, end in rows}
         with self.db.tx() as conn:
             exported, kept, recent = self._held(conn, repo, list(prints))
             fresh = [(rid, per_preset, end) for rid, per_preset, end in rows
                      if not _same_or_newer(kept.get(rid) or exported.get(rid), prints[rid], at)]
             # New row ids, so a flush that read the older rows meanwhile can tell (see `record_commit`).
-            updates = [(repo, rid, encode_rows(p), prints[rid], at, job_id, now) for rid, p, _ in fresh if rid in exported]
-            buffered = [(repo, rid, encode_rows(p), iso_time(end), prints[rid], at, job_id, now)
-                        for rid, p, end in fresh if rid not in exported]
+            updates = [(repo, rid, encoded[rid][0], prints[rid], at, job_id, now, encoded[rid][1])
+                       for rid, _, _ in fresh if rid in exported]
+            buffered = [(repo, rid, encoded[rid][0], encoded[rid][2], prints[rid], at, job_id, now, encoded[rid][1])
+                        for rid, _, _ in fresh if rid not in exported]
             for table, entries in (("export_updates", updates), ("export_buffer", buffered)):
                 conn.executemany(f"DELETE FROM {table} WHERE repo = ? AND run_id = ?", [e[:2] for e in entries])
             conn.executemany("INSERT INTO export_updates (repo, run_id, rows, feedback_hash, feedback_at, job_id, "
-                             "created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, length(?3))", updates)
+                             "created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", updates)
             conn.executemany("INSERT INTO export_buffer (repo, run_id, rows, end_time, feedback_hash, feedback_at, "
-                             "job_id, created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, length(?3))", buffered)
+                             "job_id, created_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", buffered)
             for rid, per_preset, _ in fresh:  # the Review page shows the feedback the bridge knows, before the dataset
                 if rid in recent:
                     self._update_recent(conn, repo, rid, dict(per_preset["runs"][0]), None)
@@ -322,6 +351,10 @@ class Ledger:
         A buffered row or a rewrite that was replaced while the commit was made (a newer row id) is not the one
         committed: it is kept, as a rewrite, for the next flush."""
         now = self.store.clock()
+        # Everything decoded or encoded before the write lock is taken: the web process's deliveries wait for it.
+        exported = [(repo, r["run_id"], iso_time(r["end_time"]), r["feedback_hash"], r["feedback_at"]) for r in rows]
+        recent = self._recent_rows(repo, rows, now)
+        rewritten = [(u["run_id"], decode_rows(u["rows"])["runs"][0]) for u in updates]
         with self.db.tx() as conn:
             conn.executemany("DELETE FROM repo_shards WHERE repo = ? AND path = ?", [(repo, p) for p in deleted])
             conn.executemany("INSERT OR REPLACE INTO repo_shards (repo, path, stale) VALUES (?, ?, 0)",
@@ -330,15 +363,14 @@ class Ledger:
                              [(repo, rid, path) for path, ids in (placed or {}).items() for rid in ids])
             self._upsert_repo(conn, repo, head, presets, card)
             conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash, feedback_at) "
-                             "VALUES (?, ?, ?, ?, ?)", [(repo, r["run_id"], iso_time(r["end_time"]),
-                                                         r["feedback_hash"], r["feedback_at"]) for r in rows])
+                             "VALUES (?, ?, ?, ?, ?)", exported)
             conn.executemany("DELETE FROM export_buffer WHERE id = ?", [(r["id"],) for r in rows])
             self._keep_newer_rows(conn, repo, [r["run_id"] for r in rows])
             conn.executemany("UPDATE exported SET feedback_hash = ?, feedback_at = ? WHERE repo = ? AND run_id = ?",
                              [(u["feedback_hash"], u["feedback_at"], repo, u["run_id"]) for u in updates])
             conn.executemany("DELETE FROM export_updates WHERE id = ?", [(u["id"],) for u in updates])
-            self._remember_recent(conn, repo, rows, now)
-            self._remember_rewritten(conn, repo, updates, now)
+            self._store_recent(conn, repo, recent)
+            self._remember_rewritten(conn, repo, rewritten, now)
 
     @staticmethod
     def _keep_newer_rows(conn: Any, repo: str, run_ids: list[str]) -> None:
@@ -362,24 +394,28 @@ class Ledger:
 
     # ---- the Review page ----
     def remember_recent(self, repo: str, rows: list[Any]) -> None:
+        recent = self._recent_rows(repo, rows, self.store.clock())
         with self.db.tx() as conn:
-            self._remember_recent(conn, repo, rows, self.store.clock())
+            self._store_recent(conn, repo, recent)
 
     @staticmethod
-    def _remember_recent(conn: Any, repo: str, rows: list[Any], now: float, keep: int = 500) -> None:
-        """Keeps the `runs` row of recently committed runs for the Review page (inputs, outputs, feedback links).
-        Only the newest `keep` of a batch can stay: the others are not decoded at all."""
+    def _recent_rows(repo: str, rows: list[Any], now: float) -> list[tuple]:
+        """The `runs` row of recently committed runs, for the Review page (inputs, outputs, feedback links). Only
+        the newest RECENT_KEPT of a batch can stay: the others are not decoded at all."""
+        return [(repo, r["run_id"], now, _json_text(decode_rows(r["rows"])["runs"][0])) for r in rows[-RECENT_KEPT:]]
+
+    @staticmethod
+    def _store_recent(conn: Any, repo: str, recent: list[tuple], keep: int = RECENT_KEPT) -> None:
         conn.executemany("INSERT OR REPLACE INTO recent_runs (repo, run_id, committed_at, row) VALUES (?, ?, ?, ?)",
-                         [(repo, r["run_id"], now, _json_text(decode_rows(r["rows"])["runs"][0]))
-                          for r in rows[-keep:]])
+                         recent)
         conn.execute("DELETE FROM recent_runs WHERE repo = ? AND run_id NOT IN (SELECT run_id FROM recent_runs "
                      "WHERE repo = ? ORDER BY committed_at DESC, rowid DESC LIMIT ?)", (repo, repo, keep))
 
     @classmethod
-    def _remember_rewritten(cls, conn: Any, repo: str, updates: list[Any], now: float) -> None:
+    def _remember_rewritten(cls, conn: Any, repo: str, rewritten: list[tuple[str, dict]], now: float) -> None:
         when = datetime.fromtimestamp(now, timezone.utc).isoformat()
-        for update in updates:
-            cls._update_recent(conn, repo, update["run_id"], decode_rows(update["rows"])["runs"][0], when)
+        for run_id, row in rewritten:
+            cls._update_recent(conn, repo, run_id, row, when)
 
     @staticmethod
     def _update_recent(conn: Any, repo: str, run_id: str, row: dict, updated_at: str | None) -> None:

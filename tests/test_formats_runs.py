@@ -7,6 +7,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,7 +24,7 @@ from bridge.formats.runs import (
     trace_id,
 )
 from bridge.formats.training import to_parquet_bytes, to_table
-from bridge.ledger import decode_rows, encode_rows
+from bridge.ledger import ZSTD_FRAME, decode_rows, encode_rows
 
 UTC = timezone.utc
 WEB = "https://smith.langchain.com"
@@ -311,19 +312,28 @@ def test_rows_buffered_as_json_give_the_same_table():
 
 
 @pytest.mark.parametrize("encode", [
-    lambda rows: encode_rows({"runs": rows}),                   # what the buffer holds now (msgspec)
+    lambda rows: encode_rows({"runs": rows})[0],                # what the buffer holds now (zstd of msgspec JSON)
+    lambda rows: msgspec.json.encode({"runs": rows}, enc_hook=str).decode(),  # what 0.2.0 buffered (text)
     lambda rows: json.dumps({"runs": rows}, default=str),       # what older versions buffered
-], ids=["msgspec", "older-json"])
+], ids=["zstd", "older-msgspec", "older-json"])
 def test_buffered_rows_read_back_to_the_same_parquet(encode):
     rows = [full_row(), run_row(seed_run(), rule_id=None, feedback=[], feedback_urls=[], web_url=None)]
     back = decode_rows(encode(rows))["runs"]
     assert to_parquet_bytes(to_table("runs", back)) == to_parquet_bytes(to_table("runs", rows))
 
 
+def test_buffered_rows_are_compressed_and_counted_at_their_json_size():
+    per_preset = {"runs": [full_row()] * 4}
+    stored, size = encode_rows(per_preset)
+    assert stored.startswith(ZSTD_FRAME) and len(stored) < size / 3
+    assert size == len(msgspec.json.encode(per_preset))  # what max_bytes_per_commit counts
+    assert decode_rows(stored) == json.loads(msgspec.json.encode(per_preset))
+
+
 def test_buffered_half_emoji_and_naive_times_still_export():
     run = {"id": ROOT_ID, "inputs": {"partial": json.loads('"tok \\ud83d"')}}
     row = run_row(run, rule_id=None, feedback=[], feedback_urls=[], web_url=None)
-    back = decode_rows(encode_rows({"runs": [row]}))["runs"]  # no UTF-8 form: written by json, read back by it
+    back = decode_rows(encode_rows({"runs": [row]})[0])["runs"]  # no UTF-8 form: written by json, read back by it
     assert json.loads(to_table("runs", back).column("inputs")[0].as_py()) == {"partial": "tok \ufffd"}
     naive = {**full_row(), "start_time": "2024-04-05T01:28:54.085646", "end_time": None}  # parsed row by row, as UTC
     assert to_table("runs", [naive]).column("start_time")[0].as_py() == datetime(2024, 4, 5, 1, 28, 54, 85646,

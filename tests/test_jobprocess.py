@@ -185,3 +185,33 @@ def test_another_processes_counters_add_to_this_ones_and_survive_its_restart(tmp
     assert 'bridge_rows_exported_total{repo="a/b"} 11.0' in render(web)
     path.write_text("{half a fi")  # being replaced: the next scrape reads it
     assert 'bridge_rows_exported_total{repo="a/b"} 11.0' in render(web)
+
+
+# ---------------------------------------------------------------- the write lock across processes
+
+def test_a_write_lock_held_by_another_process_makes_an_immediate_write_busy_not_wait(tmp_path):
+    """Two `Database`s on one file stand for the web and the job process (each has its own in-process lock)."""
+    import threading
+
+    from bridge.db import Database, WriteBusy
+
+    web, jobs = Database(tmp_path / "db.sqlite3"), Database(tmp_path / "db.sqlite3")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with jobs.tx() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    with pytest.raises(WriteBusy):  # at once: SQLite's busy wait would hold the event loop up to 30 s
+        with web.tx(wait=False):
+            pass
+    release.set()
+    holder.join(10)
+    with web.tx(wait=False) as conn:  # free again, and the busy timeout is back for waiting writers
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
