@@ -4,9 +4,10 @@ Rows wait here (durably, in the state dir's SQLite) between the `export` job tha
 that commits them. Exactly once rests on three rules, each enforced inside one transaction:
 - a run is buffered only if the repo does not already hold it (`exported`), and at most once (UNIQUE);
 - a batch read for a commit never contains a run the repo already holds;
-- a landed commit is recorded (its shards, the repo's new head, the runs now exported, the buffer emptied of them)
-  all at once, so a crash leaves either nothing recorded (the next flush finds the shards in the repo, see
-  `flows.exports.sync_repo`) or everything.
+- a landed commit is recorded with the repo's new head last (the runs now exported and the buffer emptied of
+  them first, a few hundred per transaction), so a crash before the head is recorded leaves a head the ledger does
+  not know: the next flush reads the commit's shards from the repo (`flows.exports.sync_repo`), which records their
+  runs as exported whatever part of them was recorded before.
 After a wiped state dir `exported` is rebuilt from the repo's own `runs` shards before anything is committed.
 """
 
@@ -25,6 +26,7 @@ import zstandard
 from .formats.runs import feedback_fingerprint
 
 ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts (JSON never does)
+RECORD_CHUNK = 500  # runs recorded per transaction when a commit lands (`record_commit`)
 RECENT_KEPT = 500  # recently committed runs kept per repo for the Review page
 _encoder = msgspec.json.Encoder(enc_hook=str)  # what JSON has no type for (UUIDs, Decimals) as text, like default=str
 
@@ -344,28 +346,38 @@ class Ledger:
     def record_commit(self, repo: str, head: str, shard_paths: list[str], presets: set[str], card: str,
                       rows: list[Any], *, deleted: list[str] = (), updates: list[Any] = (),
                       placed: dict[str, list[str]] | None = None) -> None:
-        """Everything a landed commit changes, in one transaction (see the module docstring): the shards it added
-        (`shard_paths`) and `deleted`, which `runs` shard now holds which runs (`placed`), the buffered `rows` now
-        exported and the pending `updates` now applied.
+        """Everything a landed commit changes (see the module docstring): the shards it added (`shard_paths`) and
+        `deleted`, which `runs` shard now holds which runs (`placed`), the buffered `rows` now exported and the
+        pending `updates` now applied.
+
+        The runs go RECORD_CHUNK at a time, each chunk a transaction of its own: the write lock they hold is what
+        the web process's deliveries wait for, and 5,000 runs in one transaction held it for 60-100 ms. The commit
+        itself (the repo's new head and its shards) is recorded last: a crash between two chunks leaves a head the
+        ledger does not know, so the next flush's `sync_repo` reads the new shards and their runs are exported and
+        out of the buffer as if every chunk had been recorded.
 
         A buffered row or a rewrite that was replaced while the commit was made (a newer row id) is not the one
         committed: it is kept, as a rewrite, for the next flush."""
         now = self.store.clock()
-        # Everything decoded or encoded before the write lock is taken: the web process's deliveries wait for it.
+        # Everything decoded or encoded before the write lock is taken.
         exported = [(repo, r["run_id"], iso_time(r["end_time"]), r["feedback_hash"], r["feedback_at"]) for r in rows]
+        shard_of = [(repo, rid, path) for path, ids in (placed or {}).items() for rid in ids]
         recent = self._recent_rows(repo, rows, now)
         rewritten = [(u["run_id"], decode_rows(u["rows"])["runs"][0]) for u in updates]
+        for start in range(0, max(len(rows), len(shard_of)), RECORD_CHUNK):
+            part = rows[start:start + RECORD_CHUNK]
+            with self.db.tx() as conn:
+                conn.executemany("INSERT OR REPLACE INTO run_shards (repo, run_id, path) VALUES (?, ?, ?)",
+                                 shard_of[start:start + RECORD_CHUNK])
+                conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash, "
+                                 "feedback_at) VALUES (?, ?, ?, ?, ?)", exported[start:start + RECORD_CHUNK])
+                conn.executemany("DELETE FROM export_buffer WHERE id = ?", [(r["id"],) for r in part])
+                self._keep_newer_rows(conn, repo, [r["run_id"] for r in part])
         with self.db.tx() as conn:
             conn.executemany("DELETE FROM repo_shards WHERE repo = ? AND path = ?", [(repo, p) for p in deleted])
             conn.executemany("INSERT OR REPLACE INTO repo_shards (repo, path, stale) VALUES (?, ?, 0)",
                              [(repo, p) for p in shard_paths])
-            conn.executemany("INSERT OR REPLACE INTO run_shards (repo, run_id, path) VALUES (?, ?, ?)",
-                             [(repo, rid, path) for path, ids in (placed or {}).items() for rid in ids])
             self._upsert_repo(conn, repo, head, presets, card)
-            conn.executemany("INSERT OR IGNORE INTO exported (repo, run_id, end_time, feedback_hash, feedback_at) "
-                             "VALUES (?, ?, ?, ?, ?)", exported)
-            conn.executemany("DELETE FROM export_buffer WHERE id = ?", [(r["id"],) for r in rows])
-            self._keep_newer_rows(conn, repo, [r["run_id"] for r in rows])
             conn.executemany("UPDATE exported SET feedback_hash = ?, feedback_at = ? WHERE repo = ? AND run_id = ?",
                              [(u["feedback_hash"], u["feedback_at"], repo, u["run_id"]) for u in updates])
             conn.executemany("DELETE FROM export_updates WHERE id = ?", [(u["id"],) for u in updates])

@@ -85,6 +85,39 @@ def test_a_flush_never_commits_a_run_the_ledger_holds_as_exported(hub, smith, ma
     assert runtime.ledger.batch(REPO, 100, 10**9).rows == []
 
 
+@pytest.mark.parametrize("crash_after_chunks", [0, 1, 2], ids=["before-any-chunk", "after-one", "after-all-runs"])
+def test_a_crash_while_a_landed_commit_is_recorded_leaves_every_run_exported_once(hub, smith, make_bridge,
+                                                                               monkeypatch, crash_after_chunks):
+    """record_commit writes its runs RECORD_CHUNK at a time and the new head last: a process dying between two of
+    those transactions (here: one raising, as SIGKILL would stop it) is caught up by the next flush."""
+    from bridge import ledger as ledger_module
+    from bridge.ledger import Ledger
+
+    monkeypatch.setattr(ledger_module, "RECORD_CHUNK", 2)
+    runtime = make_bridge(config(presets="[runs]"))
+    ids = seed(smith, 5, feedback=False)
+    deliver(runtime, smith.webhook_payload(RULE, ids))
+    real, calls = Ledger._keep_newer_rows, []
+
+    def dying(conn, repo, run_ids):
+        if len(calls) == crash_after_chunks:
+            raise SystemExit("the process dies here")  # this chunk's transaction rolls back
+        calls.append(run_ids)
+        return real(conn, repo, run_ids)
+
+    monkeypatch.setattr(Ledger, "_keep_newer_rows", staticmethod(dying))
+    with pytest.raises(SystemExit):
+        run_jobs(runtime)
+    assert sorted(run_ids(hub)) == sorted(ids)  # the commit landed on the Hub before the crash
+    monkeypatch.setattr(Ledger, "_keep_newer_rows", staticmethod(real))
+    runtime.store.recover()  # what a restart does with the job left running
+    deliver(runtime, smith.webhook_payload(RULE, ids))  # LangSmith delivers the same runs again
+    run_jobs(runtime)
+    assert sorted(run_ids(hub)) == sorted(ids)  # no run twice
+    assert runtime.ledger.total_pending() == 0
+    assert runtime.ledger.fingerprints(REPO, ids).keys() == set(ids)
+
+
 # ---------------------------------------------------------------- 2, 3. scheduling flushes
 
 

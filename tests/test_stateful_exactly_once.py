@@ -284,10 +284,15 @@ class ExactlyOnce(RuleBasedStateMachine):
         assert all(n == 1 for n in counts.values()), "a run was committed twice"
 
 
-def test_exactly_once_under_random_interleavings(hub, smith, make_bridge, tmp_path):
+def test_exactly_once_under_random_interleavings(hub, smith, make_bridge, tmp_path, monkeypatch):
     from langsmith import Client
 
+    from bridge import ledger
     from conftest import LS_KEY
+
+    # A landed commit's runs are recorded a few at a time (each chunk its own transaction): with chunks this small
+    # the other worker's exports and refreshes interleave with the recording of every commit.
+    monkeypatch.setattr(ledger, "RECORD_CHUNK", 3)
 
     client = Client(api_url=smith.url, api_key=LS_KEY, auto_batch_tracing=False)
     WORLD.update(hub=hub, smith=smith, make_bridge=make_bridge, tmp=tmp_path, client=client)
