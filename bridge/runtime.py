@@ -92,9 +92,13 @@ class Runtime:
                                    services=self).start()
             return
         self.metrics.follow(self.settings.state_dir / METRICS_FILE)
-        command = worker_command(self.settings.config_path, self.reachable_url, self.public_url)
-        self.job_process = JobProcess(command, dict(env if env is not None else os.environ),
-                                      Path(__file__).resolve().parent.parent).start()
+        command = worker_command(self.settings.config_path.resolve(), self.reachable_url, self.public_url)
+        child_env = dict(env if env is not None else os.environ)
+        # Same working directory as this process (a relative BRIDGE_STATE_DIR must name the same store), and the
+        # project on the import path wherever that is.
+        root = str(Path(__file__).resolve().parent.parent)
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, child_env.get("PYTHONPATH")) if p)
+        self.job_process = JobProcess(command, child_env).start()
         self.store.on_wake.append(self.job_process.wake)
 
     def workers_status(self) -> dict:
