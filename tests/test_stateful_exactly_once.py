@@ -225,9 +225,10 @@ class ExactlyOnce(RuleBasedStateMachine):
 
         def done() -> bool:
             with store.db.read() as conn:
-                # running, due, or scheduled work (a retry in backoff); the next periodic run does not count
+                # running, due, or scheduled work (a retry in backoff, a periodic job's too: attempts > 0); the
+                # next periodic run, never tried yet, does not count
                 busy = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND "
-                                    f"(kind NOT IN {PERIODIC} OR next_attempt_at <= ?))",
+                                    f"(kind NOT IN {PERIODIC} OR next_attempt_at <= ? OR attempts > 0))",
                                     (store.clock(),)).fetchone()[0]
                 buffered = conn.execute("SELECT (SELECT COUNT(*) FROM export_buffer) + "
                                         "(SELECT COUNT(*) FROM export_updates)").fetchone()[0]
