@@ -35,10 +35,11 @@ STOP_SECONDS = 15.0  # a clean stop waits this long for running jobs; then the p
 
 
 class JobProcess:
-    """Starts, wakes, watches and stops the worker process. `command` is the child's argv, `env` its environment."""
+    """Starts, wakes, watches and stops the worker process. `command` is the child's argv, `env` its environment; it
+    starts in this process's working directory."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-        self.command, self.env, self.cwd = command, env, cwd
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command, self.env = command, env
         self.restarts = 0
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -100,7 +101,7 @@ class JobProcess:
             delay = min(delay * 2, MAX_RESTART_SECONDS)
 
     def _spawn(self) -> subprocess.Popen:
-        proc = subprocess.Popen([*self.command, "--parent-pid", str(os.getpid())], env=self.env, cwd=self.cwd,
+        proc = subprocess.Popen([*self.command, "--parent-pid", str(os.getpid())], env=self.env,
                                 stdin=subprocess.PIPE)
         os.set_blocking(proc.stdin.fileno(), False)
         with self._lock:

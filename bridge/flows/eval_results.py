@@ -19,6 +19,7 @@ from ..errors import MissingCredential, UpstreamError
 from ..formats.eval_results import benchmark_for, git_blob_id, marker, pr_description, pr_title, render_files
 from ..formats.upload import iso, name_fields, render
 from ..tracing import step
+from .exports import repo_lock
 
 log = logging.getLogger("bridge.flows.eval_results")
 DONE = ("uploaded", "exists", "reused")  # outcomes that have an experiment
@@ -72,6 +73,14 @@ def publish(runtime: Any, target: Any, rule: Any, outcomes: list[dict], commit_t
 
 def write(runtime: Any, model_repo: str, target: Any, files: dict[str, bytes], commit_url: str,
           pull_request: bool) -> dict:
+    """One model repo's results at a time: two jobs (two pushes to the eval repo) that both looked for the open PR
+    and found none would each open one."""
+    with repo_lock(f"model:{model_repo}"):
+        return _write(runtime, model_repo, target, files, commit_url, pull_request)
+
+
+def _write(runtime: Any, model_repo: str, target: Any, files: dict[str, bytes], commit_url: str,
+           pull_request: bool) -> dict:
     hub, message = runtime.hub, f"Eval results from {target.repo}@{target.sha[:7]}"
     if not pull_request:
         if holds(hub, model_repo, "main", files):
